@@ -1,0 +1,59 @@
+# The commands the README gives. Everything installs into ./.venv on first use.
+#   make test   export check, lint, unit tests, every notebook under nbval, strict site build
+#   make book   export gptlib and build the site into _build/html
+#   make lab    JupyterLab on the notebooks
+#   make export regenerate gptlib/ from the notebooks (after editing a notebook)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# test workers: notebooks and tests run in parallel on this many processes
+JOBS   ?= 2
+
+.PHONY: install export check-export lint format test test-unit test-notebooks book book-strict lab clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+export: $(STAMP)
+	$(PY) .ci/export.py
+
+check-export: $(STAMP)
+	$(PY) .ci/export.py --check
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) tests/
+
+test-notebooks: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval --nbval-current-env \
+		--nbval-sanitize-with .ci/nbval_sanitize.cfg -p no:randomly notebooks/
+
+book-strict: $(STAMP)
+	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --quiet
+
+test: check-export lint test-unit test-notebooks book-strict
+	@echo "make test: all checks passed"
+
+book: export
+	$(VENV)/bin/jupyter-book build . --quiet
+	@echo "The site is built: open file://$(CURDIR)/_build/html/index.html"
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache

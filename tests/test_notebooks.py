@@ -1,0 +1,46 @@
+"""The committed notebooks are what the site shows and nbval verifies: executed, in order, clean."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no chapter notebooks found in notebooks/"
+
+
+def code_cells(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    return nb, [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_executed_in_order_without_errors(path):
+    nb, cells = code_cells(path)
+    counts = [c.get("execution_count") for c in cells]
+    unrun = [i for i, n in enumerate(counts) if n is None]
+    assert not unrun, f"{path.name}: code cells {unrun} have never been run"
+    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: execution counts out of order: {counts}"
+    errors = [c["execution_count"] for c in cells for o in c["outputs"] if o["output_type"] == "error"]
+    assert not errors, f"{path.name}: cells {errors} hold an error output"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_metadata_is_clean(path):
+    nb, cells = code_cells(path)
+    assert set(nb["metadata"]) <= {"kernelspec", "language_info"}, f"{path.name}: {sorted(nb['metadata'])}"
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    sources = ["".join(c["source"]) for c in cells]
+    assert any(s.startswith("#| default_exp") for s in sources), f"{path.name} has no `#| default_exp` cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_has_a_title_and_summary(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    first = "".join(nb["cells"][0]["source"])
+    assert first.startswith("# "), f"{path.name}: the first cell must be the chapter title"
+    assert "\n> " in first, f"{path.name}: the title cell needs a '> summary' line (the module docstring)"
