@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # test workers: notebooks and tests run in parallel on this many processes
 JOBS   ?= 2
 
-.PHONY: install export check-export lint format test test-unit test-notebooks book book-strict lab clean
+.PHONY: browser install export check-export lint format test test-unit test-notebooks book book-strict lab clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,7 +52,13 @@ test-notebooks: $(STAMP)
 book-strict: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --quiet
 
-test: check-export lint test-unit test-notebooks book-strict
+# Chromium for the playground's browser test (Debian's package, driven by Playwright)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+test: browser check-export lint test-unit test-notebooks book-strict
 	@echo "make test: all checks passed"
 
 book: export
