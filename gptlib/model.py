@@ -363,7 +363,8 @@ def load_pretrained(cls, path: str | os.PathLike, device=None) -> GPT:
     path = Path(path)
     config_file = path / CONFIG_FILE
     if not config_file.is_file():
-        raise CheckpointError(f"{path}: no {CONFIG_FILE}; not a directory written by save_pretrained")
+        hint = "; it holds a transformers model: use GPT.from_hf" if (path / "config.json").is_file() else ""
+        raise CheckpointError(f"{path}: no {CONFIG_FILE}, not a directory written by save_pretrained{hint}")
     try:
         config = GPTConfig.from_dict(json.loads(config_file.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as e:  # bad JSON or bad fields

@@ -464,6 +464,9 @@ def test_corrupt_weights_are_a_one_line_error_naming_the_file(tmp_path, damage):
 def test_missing_or_broken_config_is_a_one_line_error(tmp_path):
     with pytest.raises(CheckpointError, match="model_config.json"):
         GPT.from_pretrained(tmp_path)
+    hf_gpt2().save_pretrained(tmp_path / "hf")
+    with pytest.raises(CheckpointError, match="use GPT.from_hf"):
+        GPT.from_pretrained(tmp_path / "hf")
     tiny_model().save_pretrained(tmp_path)
     (tmp_path / "model_config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="model_config.json"):
