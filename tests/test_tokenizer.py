@@ -459,6 +459,7 @@ def test_file_format_is_documented_text(tok, tmp_path):
             r"line 51: token b'\\x13' or rank 19 appears twice",
         ),
         (lambda lines: ["not a tokenizer"] + lines[1:], r"line 1: not a gptlib tokenizer file"),
+        (lambda lines: lines + ["QUJD 5000"], r"line 701: more tokens than the 699 the header announces"),
         (lambda lines: [lines[0][:40]] + lines[1:], r"line 1: damaged header"),
         (lambda lines: [], r"line 1: not a gptlib tokenizer file"),
     ],
