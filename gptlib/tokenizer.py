@@ -255,6 +255,7 @@ class BPETokenizer:
         _check_specials(self.special_tokens)
         self._decoder = {i: b for b, i in self.ranks.items()}
         self._decoder.update({i: s.encode("utf-8") for s, i in self.special_tokens.items()})
+        self._vocab_size = max(self._decoder) + 1
         self._merges = merges
         self._cache: dict[str, tuple[int, ...]] = {}
         self._tiktoken = None
@@ -262,7 +263,7 @@ class BPETokenizer:
     @property
     def vocab_size(self) -> int:
         """Number of ids, special tokens included (largest id + 1)."""
-        return max(self._decoder) + 1
+        return self._vocab_size
 
     @property
     def eot_id(self) -> int | None:
@@ -365,7 +366,7 @@ class BPETokenizer:
     @property
     def merges(self) -> list[tuple[int, int]]:
         """The merges, in the order they were learned: `merges[i]` is the pair `(a, b)` of ids that
-        made the (256 + i)-th lowest-ranked token (recovered from the ranks after loading; section 1.8)."""
+        made the (256 + i)-th lowest-ranked token (recovered from the ranks after loading; section 1.7)."""
         if self._merges is None:
             self._merges = recover_merges(self.ranks)
         return self._merges
@@ -548,11 +549,13 @@ def load_tokenizer(path: str | os.PathLike) -> BPETokenizer:
     except (ValueError, KeyError, TypeError) as e:
         raise TokenizerError(f"{path}, line 1: damaged header ({type(e).__name__}: {e})") from None
     ranks = read_tiktoken_ranks(path, body, first_line=2)
-    if len(ranks) != n:
-        lines = body.count("\n") + 1
+    if len(ranks) < n:
         raise TokenizerError(
-            f"{path}, line {lines + 1}: the header announces {n} tokens but the file holds {len(ranks)} (truncated?)"
+            f"{path}, line {body.count(chr(10)) + 2}: the header announces {n} tokens but the file holds "
+            f"{len(ranks)} (truncated?)"
         )
+    if len(ranks) > n:
+        raise TokenizerError(f"{path}, line {n + 2}: more tokens than the {n} the header announces")
     try:
         return BPETokenizer(ranks, specials, pattern, name=name)
     except TokenizerError as e:
