@@ -125,6 +125,25 @@ def test_trained_tokenizer_encodes_like_tiktoken(tok, tok4, cl100k_pattern, text
         assert ours == reference(t.ranks, official_pattern).encode_ordinary(text)
 
 
+def replay_merges(tok, data: bytes) -> list[int]:
+    """Encode by applying the learned merges in the order they were learned (the trainer's view)."""
+    ids = list(data)
+    for new_id, pair in enumerate(tok.merges, start=256):
+        ids = T.merge_pair(ids, pair, new_id)
+    return ids
+
+
+@PROPERTY
+@given(TEXTS)
+@with_examples
+def test_encoding_by_ranks_replays_the_merges(tok, tok4, text):
+    for t in (tok, tok4):
+        expected = [
+            i for chunk in T.split_text(text, t.pattern) for i in replay_merges(t, chunk.encode("utf-8"))
+        ]
+        assert t.encode(text, disallowed_special=()) == expected
+
+
 @PROPERTY
 @given(st.lists(st.integers(0, 699), max_size=30))
 def test_any_ids_decode_without_error(tok, ids):
