@@ -1,0 +1,170 @@
+"""The playground in a real browser: JupyterLab on 127.0.0.1, the chapter 7 notebook opened in
+headless Chromium (Debian's package, driven by Playwright; nothing downloads a browser), all
+cells run, a prompt typed, Generate clicked, and the generated text read back from the page.
+
+A screenshot is saved as _build/screenshots/playground.png (or in $GPTLIB_SCREENSHOT_DIR).
+`make test` installs Chromium first (`make browser`); run alone, the test skips without it.
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+NOTEBOOK = "07_playground.ipynb"
+PROMPT = "One day, Tom found a"
+SETTINGS = {  # JupyterLab user settings: no autosave, no kernel dialog, no news or update checks
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+}
+
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+)
+if not os.access(CHROMIUM, os.X_OK):
+    pytest.skip(f"{CHROMIUM} is missing: `make browser` (apt-get install chromium)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on 127.0.0.1 with token auth, a temporary HOME and settings, serving a
+    copy of the playground notebook (so that nothing in the repository is written)."""
+    from gptlib.train import story_model
+
+    story_model()  # the notebook samples from chapter 5's model: train it first if it is missing
+    tmp = tmp_path_factory.mktemp("lab")
+    work, settings = tmp / "work", tmp / "settings"
+    work.mkdir()
+    shutil.copy(ROOT / "notebooks" / NOTEBOOK, work / NOTEBOOK)
+    for name, value in SETTINGS.items():
+        (settings / name).parent.mkdir(parents=True, exist_ok=True)
+        (settings / name).write_text(json.dumps(value))
+    import matplotlib
+
+    env = {
+        **os.environ,
+        "HOME": str(tmp),
+        "JUPYTER_CONFIG_DIR": str(tmp / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+        "IPYTHONDIR": str(tmp / "ipython"),
+        "MPLCONFIGDIR": matplotlib.get_configdir(),  # reuse the font cache instead of rebuilding it
+    }
+    port, token = free_port(), secrets.token_hex(16)
+    log = open(tmp / "jupyterlab.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+         f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
+         "--LabApp.extension_manager=readonly", "--allow-root"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                request = urllib.request.Request(
+                    f"{url}/api/status", headers={"Authorization": f"token {token}"}
+                )
+                urllib.request.urlopen(request, timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not start; see {tmp / 'jupyterlab.log'}")
+                time.sleep(0.5)
+        yield url, token
+    finally:
+        server.send_signal(signal.SIGTERM)  # the server shuts its kernels down, then exits
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def screenshot_path() -> Path:
+    folder = Path(os.environ.get("GPTLIB_SCREENSHOT_DIR", ROOT / "_build" / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "playground.png"
+
+
+def test_playground_generates_text_in_a_browser(lab):
+    url, token = lab
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)
+            page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}")
+            page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator")
+            page.wait_for_timeout(1000)
+            if page.locator(".jp-Dialog .jp-mod-accept").count():  # should JupyterLab ask for a kernel
+                page.locator(".jp-Dialog .jp-mod-accept").click()
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+            page.locator("li[data-command='runmenu:run-all']").click()
+            # the playground cell has run (or JupyterLab asks which kernel to start: the default one)
+            page.wait_for_selector(".gptlib-generate, .jp-Dialog .jp-mod-accept")
+            if page.locator(".jp-Dialog .jp-mod-accept").count():
+                page.locator(".jp-Dialog .jp-mod-accept").click()
+                page.wait_for_selector(".gptlib-generate")
+            page.wait_for_function(  # every cell has run: numbered prompts only
+                "() => [...document.querySelectorAll('.jp-InputPrompt')].every(e => /\\[\\d+\\]/.test(e.textContent))"
+            )
+            assert (
+                not page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+                .filter(has_text="Traceback")
+                .count()
+            ), "a cell failed"
+
+            page.locator(".gptlib-prompt textarea").fill(PROMPT)
+            page.locator(".gptlib-generate").scroll_into_view_if_needed()
+            page.locator(".gptlib-generate").click()
+            # the new prompt in the output means this run has started; the button enabled again after
+            # that, and the final status line, mean it has ended
+            page.wait_for_function(
+                """prompt => {
+                    const out = document.querySelector('.gptlib-output');
+                    const button = document.querySelector('.gptlib-generate');
+                    const status = document.querySelector('.gptlib-status');
+                    return out && out.innerText.startsWith(prompt) && !button.disabled
+                        && / tokens in /.test(status.innerText);
+                }""",
+                arg=PROMPT,
+            )
+            text = page.locator(".gptlib-output").inner_text()
+            status = page.locator(".gptlib-status").inner_text()
+            page.locator(".gptlib-output").scroll_into_view_if_needed()
+            page.screenshot(path=str(screenshot_path()))
+        finally:
+            browser.close()
+    assert text.startswith(PROMPT) and len(text.strip()) > len(PROMPT) + 5, text
+    assert re.match(r"\d+ tokens in [\d.]+ s", status), status
+    print(f"screenshot: {screenshot_path()}\n{text}\n{status}")
