@@ -13,11 +13,14 @@ at each length T. Prints a markdown table with both paths side by side:
   pass's own. One (12, T, T) fp32 matrix, the size of the explicit path's weights, is
   shown for scale.
 
-Times on a shared machine are noisy; run it twice and compare.
+Times on a shared machine are noisy; run it twice and compare. The book's figures were
+measured with --threads 1, as the notebooks run: with two threads on a busy 2-core machine
+the threads wait for each other and the times become erratic.
 """
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -109,7 +112,7 @@ def main() -> None:
     except (OSError, StopIteration):
         pass
     print(
-        f"machine: {cpu}, {torch.get_num_threads()} threads used: {args.threads}, torch {torch.__version__}"
+        f"machine: {cpu} ({os.cpu_count()} cores), torch threads: {args.threads}, torch {torch.__version__}"
     )
     print(f"shape: batch 1, {HEADS} heads x {HEAD_DIM}, causal, fp32\n")
     print(
