@@ -39,7 +39,7 @@ def padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
         raise ValueError(f"padding_mask needs token ids of shape (B, T), got shape {tuple(tokens.shape)}")
     return (tokens != pad_id)[:, None, None, :]
 
-# %% ../notebooks/02_attention.ipynb #069c9cb7
+# %% ../notebooks/02_attention.ipynb #3bc996e7
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, mask) -> None:
     """One-line ValueError for shapes that cannot be attended (section 2.7)."""
     shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}" + ("" if v is None else f", v {tuple(v.shape)}")
@@ -116,7 +116,7 @@ def attention(
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v
 
-# %% ../notebooks/02_attention.ipynb #7c09e45b
+# %% ../notebooks/02_attention.ipynb #601ca2b0
 class MultiHeadAttention(nn.Module):
     """Multi-head attention, for self-attention and cross-attention (section 2.8).
 
@@ -183,7 +183,7 @@ class MultiHeadAttention(nn.Module):
         y = y.transpose(1, 2).reshape(x.shape)  # merge the heads: (B, T_q, d_model)
         return self.out_proj(y)
 
-# %% ../notebooks/02_attention.ipynb #a402fbfd
+# %% ../notebooks/02_attention.ipynb #49d96bd5
 class KVCache:
     """Preallocated keys and values of every layer, for generation (section 2.11).
 
@@ -242,7 +242,7 @@ class KVCache:
         """Memory of the key and value buffers, in bytes."""
         return self.k.nbytes + self.v.nbytes
 
-# %% ../notebooks/02_attention.ipynb #49d96bd5
+# %% ../notebooks/02_attention.ipynb #326899fb
 class CausalSelfAttention(nn.Module):
     """Causal multi-head self-attention with GPT-2's parameter names, for GPT (section 2.11).
 
