@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from nbdev.export import nb_export
+from nbdev.maker import ModuleMaker
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "gptlib"
@@ -24,6 +25,13 @@ HAND_WRITTEN = {"__init__.py"}  # the only module not generated from a notebook
 
 def chapter_notebooks(root: Path) -> list[Path]:
     return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def module_maker(dest, name, nb_path, is_new=True, **kwargs) -> ModuleMaker:
+    """nbdev appends `#| export NAME` cells to an existing NAME.py; each notebook is exported into
+    an empty package here, so a second module of one notebook (e.g. __main__) is created instead."""
+    exists = (Path(dest) / (name.replace(".", "/") + ".py")).exists()
+    return ModuleMaker(dest, name, nb_path, is_new=is_new or not exists, **kwargs)
 
 
 def export_to(root: Path, work: Path) -> dict[str, str]:
@@ -38,7 +46,7 @@ def export_to(root: Path, work: Path) -> dict[str, str]:
         shutil.copy(nb, copy)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # e.g. `#| export` without `#| default_exp`
-            nb_export(str(copy), lib_path=str(lib))
+            nb_export(str(copy), lib_path=str(lib), mod_maker=module_maker)
         for module in sorted(lib.glob("*.py")):
             if module.name in origin or module.name in HAND_WRITTEN:
                 first = origin.get(module.name, "the hand-written package")

@@ -1,0 +1,190 @@
+"""Chapter 5 (gptlib.train) with real processes: a run killed by SIGKILL resumes exactly, a kill
+while a checkpoint is written leaves a loadable one, 2 processes under torchrun (gloo) equal 1
+process with gradient accumulation, and the `gptlib` / `python -m gptlib` command line."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gptlib import train as T
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals and fork")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # runs that compare bits: same threads
+
+
+def tiny(data_dir, out_dir, *extra: str) -> list[str]:
+    return [
+        f"data.dir={data_dir}", f"training.out_dir={out_dir}", "data.documents=400", "data.val_documents=40",
+        "data.vocab_size=300", "data.bpe_documents=200", "data.num_workers=1", "model.preset=nano",
+        "model.n_layer=2", "model.n_embd=32", "model.n_head=2", "model.block_size=32", "model.dropout=0.1",
+        "training.batch_size=4", "training.warmup_steps=3", "training.decay_steps=24", "training.lr=3e-3",
+        "training.min_lr=3e-4", "training.eval_interval=4", "training.eval_batches=2", "training.log_interval=1",
+        "training.progress=false", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    T.prepare_data(T.load_config(None, tiny(d, d)).data, progress=False)
+    return d
+
+
+def gptlib(*args, check=True, **kw) -> subprocess.CompletedProcess:
+    """`python -m gptlib ARGS` in a fresh process."""
+    result = subprocess.run([sys.executable, "-m", "gptlib", *map(str, args)], capture_output=True, text=True, env=ENV, **kw)  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def losses(out_dir) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in T.read_metrics(out_dir) if "loss" in r}
+
+
+def test_sigkill_then_resume_is_bitwise_identical(data_dir, tmp_path):
+    N = 12
+    config = tmp_path / "run.yaml"
+    config.write_text("{}\n")
+    whole, halves = tmp_path / "whole", tmp_path / "halves"
+    gptlib(
+        "train", config, *tiny(data_dir, whole, f"training.max_steps={2 * N}", f"training.ckpt_interval={N}")
+    )
+
+    # the same run, with checkpoints every N steps and no end in sight: killed once step N is saved
+    args = tiny(data_dir, halves, "training.max_steps=100000", f"training.ckpt_interval={N}")
+    child = subprocess.Popen([sys.executable, "-m", "gptlib", "train", str(config), *args], env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    metrics = halves / "metrics.jsonl"
+    while child.poll() is None and time.monotonic() < deadline:
+        if metrics.is_file() and '"event": "checkpoint"' in metrics.read_text():
+            break
+        time.sleep(0.002)
+    assert child.poll() is None, child.stderr.read().decode()
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+    assert T.load_checkpoint(halves / "ckpt.pt")["step"] == N, (
+        "the child ran past the next checkpoint before the kill"
+    )
+
+    gptlib(
+        "train", config, *tiny(data_dir, halves, f"training.max_steps={2 * N}", f"training.ckpt_interval={N}")
+    )
+    expected = losses(whole)
+    assert sorted(expected) == list(range(1, 2 * N + 1))
+    assert losses(halves) == expected  # the same float at every step
+    a, b = T.load_checkpoint(whole / "ckpt.pt"), T.load_checkpoint(halves / "ckpt.pt")
+    assert a["step"] == b["step"] == 2 * N
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert [r["val_loss"] for r in T.read_metrics(whole) if "val_loss" in r] == [
+        r["val_loss"] for r in T.read_metrics(halves) if "val_loss" in r
+    ]
+
+
+WRITER = """
+import sys, torch
+from gptlib.train import save_checkpoint
+path = sys.argv[1]
+for step in range(1, 10**9):
+    save_checkpoint(path, {"step": step, "w": torch.full((4_000_000,), float(step))})
+    print(step, flush=True)
+"""
+
+
+def test_kill_while_writing_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    rng = random.Random(0)
+    left_behind = 0
+    for _ in range(3):
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)], env=ENV, stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout.readline().strip()  # one checkpoint is complete
+        time.sleep(rng.uniform(0.0, 0.1))  # then kill it at some moment of a later write
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        left_behind += any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+        state = T.load_checkpoint(path)  # always complete: the old one or the new one
+        assert state["step"] >= 1 and bool((state["w"] == float(state["step"])).all())
+    assert left_behind > 0, "no kill landed inside a write; the test proved nothing"
+    T.save_checkpoint(path, {"step": 0})  # the next writer removes what a killed one left
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+DDP_STEP = """
+import sys, torch
+from gptlib.train import Trainer, load_config
+trainer = Trainer(load_config(None, sys.argv[1:]))
+m = trainer.train_step()
+if trainer.dist.is_main:
+    grads = {n: p.grad for n, p in trainer.raw_model.named_parameters()}
+    torch.save({"loss": m["loss"], "grads": grads, "world": trainer.dist.world_size,
+                "weights": trainer.raw_model.state_dict()}, trainer.out_dir / "step.pt")
+trainer.close()
+"""
+
+
+def test_ddp_two_processes_equal_one_with_accumulation(data_dir, tmp_path):
+    script = tmp_path / "step.py"
+    script.write_text(DDP_STEP)
+    extra = ("model.dropout=0.0", "training.grad_accum=2", "training.max_steps=1")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script),
+                          *tiny(data_dir, tmp_path / "two", *extra)], env=ENV, capture_output=True, text=True)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, str(script), *tiny(data_dir, tmp_path / "one", *extra)],
+                         env=ENV, capture_output=True, text=True)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = torch.load(tmp_path / "two" / "step.pt"), torch.load(tmp_path / "one" / "step.pt")
+    assert (a["world"], b["world"]) == (2, 1)
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-6)
+    assert a["grads"].keys() == b["grads"].keys()
+    for name in a["grads"]:
+        torch.testing.assert_close(a["grads"][name], b["grads"][name], rtol=1e-5, atol=1e-6, msg=name)
+    for name in a["weights"]:
+        torch.testing.assert_close(a["weights"][name], b["weights"][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_command_line_prepare_train_eval(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        textwrap.dedent(f"""
+        model: {{preset: nano, n_layer: 1, n_embd: 32, n_head: 2, block_size: 32}}
+        training: {{out_dir: {tmp_path / "run"}, max_steps: 4, batch_size: 4, warmup_steps: 1,
+                    eval_interval: 2, eval_batches: 2, progress: false}}
+        data: {{dir: {tmp_path / "data"}, documents: 200, val_documents: 20, vocab_size: 280,
+                bpe_documents: 100, num_workers: 2}}
+        """)
+    )
+    prepared = gptlib("prepare", config)
+    assert "prepared stories" in prepared.stdout and len(T.load_split(tmp_path / "data", "train")) == 1
+    # train through main() in a fresh process, which also shows that the optional loggers stay unimported
+    probe = "import sys; from gptlib.__main__ import main; main(sys.argv[1:]); print(sorted({'wandb', 'tensorboard', 'torch.utils.tensorboard'} & set(sys.modules)))"  # fmt: skip
+    trained = subprocess.run([sys.executable, "-c", probe, "train", str(config), "training.max_steps=3"],
+                             env=ENV, capture_output=True, text=True, check=True)  # fmt: skip
+    assert trained.stdout.startswith("step 3: val_loss ") and trained.stdout.strip().endswith("[]")
+    first = next(r for r in T.read_metrics(tmp_path / "run") if "loss" in r)
+    assert first["step"] == 3 and first["tokens"] == 3 * 4 * 32
+    evaluated = gptlib("eval", tmp_path / "run", "--data", tmp_path / "data")
+    assert evaluated.stdout.startswith("loss ") and "bits/byte" in evaluated.stdout
+    # the installed `gptlib` script is the same program
+    script = Path(sys.executable).parent / "gptlib"
+    if not script.exists():
+        pytest.skip("the gptlib console script is not installed in this environment")
+    bad = subprocess.run(
+        [str(script), "train", str(config), "training.lrr=1"], capture_output=True, text=True, env=ENV
+    )
+    assert bad.returncode == 1, bad.stderr
+    assert bad.stderr.strip().startswith(f"gptlib train: error: {config}: unknown key 'training.lrr'")
+    assert len(bad.stderr.strip().splitlines()) == 1
