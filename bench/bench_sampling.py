@@ -2,8 +2,9 @@
 
 Greedy decoding in tokens per second:
   * gptlib's `generate` without the KV cache and with it, and
-  * gptlib's `generate` with the cache against `transformers`' `generate` on the very same
-    weights (converted with `GPT.to_hf`, chapter 4),
+  * gptlib's `generate` with the cache, the model as chapter 4 builds it and in
+    `decode_layout` (section 6.11, what `gptlib sample` uses on CPU), against `transformers`'
+    `generate` on the very same weights (converted with `GPT.to_hf`, chapter 4),
 for two models with random weights (the speed does not depend on them): the story model's
 shape (4 layers, 128 wide, vocabulary 1024) and GPT-2 124M's shape. Both get a context of
 1088 positions so that a 64-token prompt plus 1024 new tokens never fills the window: this
@@ -13,11 +14,14 @@ a cache on a CPU (minutes per run), so it is compared with `transformers` only.
     .venv/bin/python bench/bench_sampling.py               # about 5 minutes on 2 cores
     .venv/bin/python bench/bench_sampling.py --quick       # 64 and 128 tokens, a smoke run
 
-Each figure is the best of `--repeats` runs, ours and theirs interleaved; on a shared
-machine the figures are noisy.
+Each figure is the best of `--repeats` runs, ours and theirs taking turns; on a shared
+machine the figures are noisy. One thread by default: decoding one sequence is a chain of
+small matrix-vector products, and on the 2-core machine the book was written on, splitting
+them over two threads made both libraries several times slower.
 """
 
 import argparse
+import copy
 import os
 import platform
 import time
@@ -26,19 +30,22 @@ from functools import partial
 import torch
 
 from gptlib.model import GPT, preset
-from gptlib.sampling import generate
+from gptlib.sampling import decode_layout, generate
 
 PROMPT = 64
 CONTEXT = 1088  # PROMPT + 1024 new tokens fit
 
 
-def tokens_per_second(run, n: int, repeats: int) -> tuple[float, torch.Tensor]:
-    best, out = float("inf"), None
+def best_of(runs: dict, repeats: int) -> dict:
+    """Seconds of the fastest of `repeats` runs of each function, the functions taking turns (so
+    that a burst of load from other work on the machine hits them alike); and their outputs."""
+    best, outputs = dict.fromkeys(runs, float("inf")), {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = run()
-        best = min(best, time.perf_counter() - t0)
-    return n / best, out
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            outputs[name] = run()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best, outputs
 
 
 def hf_generate(hf, idx: torch.Tensor, n: int) -> torch.Tensor:
@@ -52,8 +59,8 @@ def hf_generate(hf, idx: torch.Tensor, n: int) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--new", type=int, nargs="+", default=[256, 1024], help="new tokens per run")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="1: fastest for both on a small, shared CPU")
     parser.add_argument("--quick", action="store_true", help="64 and 128 new tokens, one repeat")
     args = parser.parse_args()
     if args.quick:
@@ -73,31 +80,36 @@ def main() -> None:
         model = GPT(config).eval()
         name = f"{name} ({model.num_params() / 1e6:.1f}M)"
         hf = model.to_hf().eval()
+        columns = decode_layout(copy.deepcopy(model))
         hf.generation_config.eos_token_id = None  # random weights: never stop early
         idx = torch.randint(0, config.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(1))
         generate(model, idx, 8, temperature=0), hf_generate(hf, idx, 8)  # warm up both
         for n in args.new:
-            ours, ours_ids = tokens_per_second(
-                partial(generate, model, idx, n, temperature=0), n, args.repeats
-            )
-            theirs, hf_ids = tokens_per_second(partial(hf_generate, hf, idx, n), n, args.repeats)
+            runs = {
+                "ours": partial(generate, model, idx, n, temperature=0),
+                "columns": partial(generate, columns, idx, n, temperature=0),
+                "theirs": partial(hf_generate, hf, idx, n),
+            }
+            best, out = best_of(runs, args.repeats)
             no_cache = None
-            if with_no_cache:
-                no_cache, plain_ids = tokens_per_second(
-                    partial(generate, model, idx, n, temperature=0, use_cache=False), n, 1
+            if with_no_cache:  # one run: minutes at 1024 tokens, and far from the others anyway
+                plain, plain_out = best_of(
+                    {"plain": partial(generate, model, idx, n, temperature=0, use_cache=False)}, 1
                 )
-                assert torch.equal(plain_ids, ours_ids), "the cache changed the greedy tokens"
-            same = torch.equal(hf_ids, ours_ids)
-            rows.append((name, n, no_cache, ours, theirs, same))
+                assert torch.equal(plain_out["plain"], out["ours"]), "the cache changed the greedy tokens"
+                no_cache = n / plain["plain"]
+            same = torch.equal(out["theirs"], out["ours"]) and torch.equal(out["columns"], out["ours"])
+            rows.append((name, n, no_cache, n / best["ours"], n / best["columns"], n / best["theirs"], same))
             print(f"  {name}, {n} tokens: done", flush=True)
 
     print()
-    print("| model | new tokens | gptlib, no cache | gptlib, KV cache | transformers generate | cache speed-up | gptlib / transformers | same tokens |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    for name, n, no_cache, ours, theirs, same in rows:
+    print("| model | new tokens | gptlib, no cache | gptlib, KV cache | gptlib, KV cache, decode layout | transformers generate | cache speed-up | gptlib / transformers | same tokens |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, n, no_cache, ours, columns, theirs, same in rows:
         plain = f"{no_cache:,.0f} tok/s" if no_cache else "(minutes: not run)"
         speedup = f"{ours / no_cache:.1f}x" if no_cache else "-"
-        print(f"| {name} | {n} | {plain} | {ours:,.0f} tok/s | {theirs:,.0f} tok/s | {speedup} | {ours / theirs:.2f}x | {same} |")  # fmt: skip
+        ratio = f"{ours / theirs:.2f}x, {columns / theirs:.2f}x"
+        print(f"| {name} | {n} | {plain} | {ours:,.0f} tok/s | {columns:,.0f} tok/s | {theirs:,.0f} tok/s | {speedup} | {ratio} | {same} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -128,23 +128,22 @@ class Playground(widgets.VBox):
         self.repetition_penalty = widgets.FloatSlider(value=1.0, min=1.0, max=2.0, step=0.05, description="repetition penalty", layout=wide, style=style)  # fmt: skip
         self.length = widgets.IntSlider(value=100, min=1, max=500, description="length (tokens)", layout=wide, style=style)  # fmt: skip
         self.seed = widgets.IntText(value=0, description="seed (-1: random)", layout=widgets.Layout(width="260px"), style=style)  # fmt: skip
+        self.stop_at_eot = widgets.Checkbox(value=True, description="stop at the end of a story (<|endoftext|>)", indent=False)  # fmt: skip
         self.generate_button = widgets.Button(description="Generate", button_style="primary", icon="play")
         self.stop_button = widgets.Button(
             description="Stop", button_style="warning", icon="stop", disabled=True
         )
-        for widget, name in (
-            (self.prompt, "prompt"),
-            (self.generate_button, "generate"),
-            (self.stop_button, "stop"),
-        ):
-            widget.add_class(f"gptlib-{name}")  # CSS classes, for a browser test to find them
+        for name in ("prompt", "temperature", "top_k", "top_p", "repetition_penalty", "length", "seed",
+                     "stop_at_eot", "generate_button", "stop_button"):  # fmt: skip
+            # CSS classes, for a browser test to find them: gptlib-top-k, gptlib-generate, ...
+            getattr(self, name).add_class("gptlib-" + name.removesuffix("_button").replace("_", "-"))
         self.output = widgets.HTML(layout=widgets.Layout(width="100%", min_height="90px"))
         self.output.add_class("gptlib-output")
         self.status = widgets.Label()
         self.status.add_class("gptlib-status")
         self.bars = ProbabilityBars(top_n)
         controls = widgets.VBox([self.prompt, self.checkpoint, self.temperature, self.top_k, self.top_p,
-                                 self.repetition_penalty, self.length, self.seed,
+                                 self.repetition_penalty, self.length, self.seed, self.stop_at_eot,
                                  widgets.HBox([self.generate_button, self.stop_button])])  # fmt: skip
         super().__init__([widgets.HBox([controls, self.bars]), self.output, self.status])
         self._stop, self._thread, self._lock = threading.Event(), None, threading.Lock()
@@ -187,7 +186,9 @@ class Playground(widgets.VBox):
             return
         self._stop.clear()
         self.generate_button.disabled, self.stop_button.disabled = True, False
-        job = partial(self._run, self.checkpoint.value, self.prompt.value, self.settings())
+        job = partial(
+            self._run, self.checkpoint.value, self.prompt.value, self.settings(), self.stop_at_eot.value
+        )
         if not background:
             return job()
         self._thread = threading.Thread(target=job, daemon=True, name="gptlib-playground")
@@ -220,7 +221,7 @@ class Playground(widgets.VBox):
         if last is not None:
             self.bars.update(last[0], tokenizer, chosen=last[1], step=self.n_tokens)
 
-    def _run(self, name: str, prompt: str, options: dict) -> None:
+    def _run(self, name: str, prompt: str, options: dict, stop_at_eot: bool = True) -> None:
         self.text, self.n_tokens, why, steps = "", 0, "", None
         try:
             if name not in self.loaded:
@@ -229,7 +230,7 @@ class Playground(widgets.VBox):
             self._show(prompt)
             streamer, eot, last, shown = TextStreamer(tokenizer), tokenizer.eot_id, None, 0.0
             start = time.perf_counter()
-            steps = stream(model, prompt, tokenizer=tokenizer, stop=eot, **options)
+            steps = stream(model, prompt, tokenizer=tokenizer, stop=eot if stop_at_eot else None, **options)
             for step in steps:
                 if self._stop.is_set():  # checked between two tokens
                     why = ", stopped"

@@ -6,10 +6,11 @@
 __all__ = ['OVERFLOW', 'GPT2_NAMES', 'SamplingError', 'check_sampling_args', 'apply_temperature', 'top_k_filter', 'top_p_filter',
            'apply_repetition_penalty', 'banned_ngram_tokens', 'NGramBlocker', 'StopCriteria', 'prepare_prompt',
            'next_logits', 'Step', 'stream', 'generate', 'TextStreamer', 'stream_text', 'generate_text', 'Hypothesis',
-           'beam_search', 'load_sampling_model', 'cli_sample']
+           'beam_search', 'decode_layout', 'load_sampling_model', 'cli_sample']
 
 # %% ../notebooks/06_sampling.ipynb #a798f64e
 import argparse
+import codecs
 import math
 import sys
 import time
@@ -414,7 +415,7 @@ class TextStreamer:
 
     def __init__(self, tokenizer, stop_strings: Sequence[str] = ()):
         self.tokenizer, self.stops = tokenizer, [s for s in stop_strings if s]
-        self.pending: list[int] = []  # tokens whose text may still be an incomplete character
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # holds partial characters
         self.text = ""  # all complete text so far
         self.sent = 0  # how much of it has been handed out
         self.stopped = False
@@ -423,18 +424,13 @@ class TextStreamer:
         """The text that `token` completes (often "", sometimes several characters)."""
         if self.stopped:
             return ""
-        self.pending.append(token)
-        piece = self.tokenizer.decode(self.pending)
-        if piece.endswith("\ufffd") and len(self.pending) < 4:  # a character is at most 4 bytes
-            return ""
-        self.pending, self.text = [], self.text + piece
+        self.text += self.utf8.decode(self.tokenizer.decode_bytes([token]))
         return self._release(final=False)
 
     def flush(self) -> str:
         """Everything not yet handed out (at the end of generation)."""
-        if self.pending and not self.stopped:
-            self.text += self.tokenizer.decode(self.pending)
-            self.pending = []
+        if not self.stopped:
+            self.text += self.utf8.decode(b"", final=True)
         return self._release(final=True)
 
     def _release(self, final: bool) -> str:
@@ -582,14 +578,45 @@ def beam_search(
     live = [Hypothesis(seq[k], s / n**length_penalty, s) for k, s in enumerate(scores.tolist()) if s > -inf]
     return sorted(finished + live, key=lambda h: -h.score)[:num_return]
 
-# %% ../notebooks/06_sampling.ipynb #b7494ce0
+# %% ../notebooks/06_sampling.ipynb #b38a5f47
+def decode_layout(model):
+    """Store the weight of every `nn.Linear` of `model` column by column, in place, and return
+    the model (section 6.11). Values, shapes, names and outputs stay the same; on a CPU, the
+    matrix-vector products of decoding one token at a time read weights stored this way faster.
+    Tied weights (GPT's output layer and token embedding) stay tied.
+
+    >>> from gptlib.model import GPT, GPTConfig
+    >>> m = decode_layout(GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8)))
+    >>> m.lm_head.weight.shape, m.lm_head.weight.stride(), m.lm_head.weight is m.transformer.wte.weight
+    (torch.Size([10, 8]), (1, 10), True)
+    """
+    new = {}  # id of a weight -> (the weight, its column-major copy)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
+                w = module.weight
+                new.setdefault(id(w), (w, torch.nn.Parameter(w.t().contiguous().t(), w.requires_grad)))
+        for module in model.modules():  # every place a weight is used, so that ties stay ties
+            for name, p in list(module._parameters.items()):
+                if p is not None and id(p) in new:
+                    setattr(module, name, new[id(p)][1])
+    return model
+
+# %% ../notebooks/06_sampling.ipynb #3c8efab4
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+def _for_decoding(model, tokenizer):
+    """In eval mode, and in the decoding layout on a CPU (section 6.11)."""
+    model.eval()
+    return (decode_layout(model) if next(model.parameters()).device.type == "cpu" else model), tokenizer
 
 
 def load_sampling_model(checkpoint=None, device="cpu"):
     """A model and its tokenizer to sample from (section 6.12): None for chapter 5's story
     model, a GPT-2 name ("gpt2", ...) for OpenAI's weights when they are on this machine, or a
-    checkpoint folder (or ckpt.pt) that `gptlib.train.load_model` reads."""
+    checkpoint folder (or ckpt.pt) that `gptlib.train.load_model` reads. In eval mode, and on
+    a CPU in `decode_layout`."""
     from gptlib.model import GPT, local_gpt2
     from gptlib.tokenizer import load_gpt2_tokenizer
     from gptlib.train import load_model, story_model_dir
@@ -600,7 +627,7 @@ def load_sampling_model(checkpoint=None, device="cpu"):
                 f"no story model in {story_model_dir()}: run notebooks/05_training.ipynb, or "
                 "gptlib.train.story_model() to train it"
             )
-        return load_model(story_model_dir(), device=device)
+        return _for_decoding(*load_model(story_model_dir(), device=device))
     if str(checkpoint) in GPT2_NAMES:
         path = local_gpt2(str(checkpoint))
         if path is None:
@@ -608,12 +635,12 @@ def load_sampling_model(checkpoint=None, device="cpu"):
                 f"{checkpoint} weights are not on this machine: set $GPTLIB_GPT2_DIR to a folder saved "
                 "by transformers, or download them once into the Hugging Face cache"
             )
-        return GPT.from_hf(path).to(device).eval(), load_gpt2_tokenizer()
+        return _for_decoding(GPT.from_hf(path).to(device).eval(), load_gpt2_tokenizer())
     if not Path(checkpoint).exists():
         raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist")
-    return load_model(checkpoint, device=device)
+    return _for_decoding(*load_model(checkpoint, device=device))
 
-# %% ../notebooks/06_sampling.ipynb #73a8f963
+# %% ../notebooks/06_sampling.ipynb #f7be1b0b
 def _generation_defaults(checkpoint) -> dict:
     """The `generation` section of the run's config.yaml beside the checkpoint, if there is one."""
     from gptlib.train import GenerationSection, load_config, story_model_dir

@@ -71,6 +71,13 @@ def test_same_seed_same_text_other_seed_other_text_and_greedy(pg, model, tok):
     assert greedy == generate_text(model, tok, "Once upon a time", 30, temperature=0, stop=tok.eot_id)[0]
 
 
+def test_stop_at_eot_box_lets_the_model_go_on(pg, model, tok):
+    pg.stop_at_eot.value = False
+    text = run(pg, length=40, seed=5, temperature=1.5)
+    assert text == generate_text(model, tok, "Once upon a time", 40, temperature=1.5, seed=5)[0]
+    assert pg.n_tokens == 40
+
+
 def test_bars_show_the_last_distribution_and_the_filters(pg):
     run(pg, length=12, top_k=3, seed=0)
     probs = [p for _, p in pg.bars.shown]  # top-k 3: at most three tokens are left to show
@@ -159,3 +166,18 @@ def test_probability_bars_and_repr(tok):
     assert bars.shown == [] and bars.bars[0].value == 0.0
     pg = Playground({"tiny": (tiny_gpt(tok), tok)}, prompt="Hi")
     assert repr(pg) == "Playground(checkpoint='tiny', prompt='Hi')"
+
+
+def test_gpt2_is_offered_and_runs_when_its_weights_are_present(tmp_path, monkeypatch, shared_data):
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=50257, n_positions=64, n_embd=16, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    monkeypatch.setenv("GPTLIB_GPT2_DIR", str(tmp_path / "gpt2"))  # stands in for real GPT-2 weights
+    monkeypatch.setenv("GPTLIB_SHARED_DATA", str(shared_data))  # GPT-2's tokenizer
+    choices = find_checkpoints(tmp_path / "no-runs")
+    assert list(choices)[:2] == [STORY_MODEL, "gpt2"]
+    pg = Playground({"gpt2": choices["gpt2"]}, prompt="Hello")
+    run(pg, length=6, seed=0)
+    assert pg.status.value.startswith(f"{pg.n_tokens} tokens in") and pg.n_tokens >= 1

@@ -109,6 +109,15 @@ def lab(tmp_path_factory):
         log.close()
 
 
+def set_readout(page, widget: str, value) -> None:
+    """Type `value` into the editable readout of the slider with CSS class `widget`."""
+    readout = page.locator(f".{widget} .widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(str(value))
+    page.keyboard.press("Enter")
+
+
 def screenshot_path() -> Path:
     folder = Path(os.environ.get("GPTLIB_SCREENSHOT_DIR", ROOT / "_build" / "screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,7 +145,7 @@ def test_playground_generates_text_in_a_browser(lab):
                 page.locator(".jp-Dialog .jp-mod-accept").click()
                 page.wait_for_selector(".gptlib-generate")
             page.wait_for_function(  # every cell has run: numbered prompts only
-                "() => [...document.querySelectorAll('.jp-InputPrompt')].every(e => /\\[\\d+\\]/.test(e.textContent))"
+                "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].every(e => /\\[\\d+\\]/.test(e.textContent))"
             )
             assert (
                 not page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
@@ -144,7 +153,11 @@ def test_playground_generates_text_in_a_browser(lab):
                 .count()
             ), "a cell failed"
 
+            # a reader's turn: type a prompt, set the length slider and the seed, press Generate
             page.locator(".gptlib-prompt textarea").fill(PROMPT)
+            set_readout(page, "gptlib-length", 80)
+            page.locator(".gptlib-seed input").fill("7")
+            page.locator(".gptlib-seed input").press("Enter")
             page.locator(".gptlib-generate").scroll_into_view_if_needed()
             page.locator(".gptlib-generate").click()
             # the new prompt in the output means this run has started; the button enabled again after
@@ -161,10 +174,29 @@ def test_playground_generates_text_in_a_browser(lab):
             )
             text = page.locator(".gptlib-output").inner_text()
             status = page.locator(".gptlib-status").inner_text()
+            bars = page.locator(".gptlib-bars .widget-label").all_inner_texts()
             page.locator(".gptlib-output").scroll_into_view_if_needed()
             page.screenshot(path=str(screenshot_path()))
+
+            # Stop, clicked while the model writes 500 tokens (not stopping at the end of a story):
+            # it is handled at once because generation runs in a thread, not in the kernel's loop
+            set_readout(page, "gptlib-length", 500)
+            page.locator(".gptlib-stop-at-eot input").uncheck()
+            page.locator(".gptlib-generate").click()
+            page.wait_for_function(
+                "() => / tokens\\/s \\.\\.\\.$/.test(document.querySelector('.gptlib-status').innerText)"
+            )
+            page.locator(".gptlib-stop").click()
+            page.wait_for_function(
+                "() => /stopped\\)$/.test(document.querySelector('.gptlib-status').innerText)"
+            )
+            stopped = page.locator(".gptlib-status").inner_text()
         finally:
             browser.close()
-    assert text.startswith(PROMPT) and len(text.strip()) > len(PROMPT) + 5, text
-    assert re.match(r"\d+ tokens in [\d.]+ s", status), status
-    print(f"screenshot: {screenshot_path()}\n{text}\n{status}")
+    n = int(re.match(r"(\d+) tokens in [\d.]+ s", status).group(1))
+    assert n == 80 or status.endswith("end of story)"), status  # the length we set in the browser
+    # the text grew by the prompt's continuation: a token of the story model is several characters
+    assert text.startswith(PROMPT) and len(text) > len(PROMPT) + n // 2, text
+    assert any(label.startswith("▶") for label in bars), bars  # the chart marks the chosen token
+    assert int(stopped.split()[0]) < 500, stopped
+    print(f"screenshot: {screenshot_path()}\n{text}\n{status}\n{stopped}")

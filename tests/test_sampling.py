@@ -24,8 +24,10 @@ from gptlib.sampling import (
     apply_repetition_penalty,
     banned_ngram_tokens,
     beam_search,
+    decode_layout,
     generate,
     generate_text,
+    load_sampling_model,
     stream,
     stream_text,
     top_k_filter,
@@ -351,11 +353,41 @@ def test_text_streamer_never_splits_a_character_nor_leaks_a_stop_string(tok):
     assert StopCriteria(["The end."], tok)(ids) and not StopCriteria(["xyz"], tok)(ids)
 
 
+@settings(max_examples=100, deadline=None)
+@given(ids=st.lists(st.integers(0, 399), max_size=40))
+def test_streamed_text_is_the_decoded_text_even_for_invalid_utf8(tok, ids):
+    streamer = TextStreamer(tok)  # random ids: bytes that are often not valid UTF-8
+    assert "".join([streamer.push(i) for i in ids] + [streamer.flush()]) == tok.decode(ids)
+
+
 def test_generation_leaves_training_mode_alone_and_runs_in_eval_mode():
     model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.5)).train()
     a = generate(model, [1, 2, 3], 10, temperature=0)
     assert model.training
     assert torch.equal(a, generate(model, [1, 2, 3], 10, temperature=0))  # no dropout while decoding
+
+
+def test_decode_layout_changes_the_storage_only(model):
+    import copy
+
+    columns = decode_layout(copy.deepcopy(model))
+    assert columns.lm_head.weight is columns.transformer.wte.weight  # still tied
+    for name, p in columns.named_parameters():
+        q = dict(model.named_parameters())[name]
+        assert p.shape == q.shape and torch.equal(p, q)
+        if name.endswith("c_attn.weight"):
+            assert p.stride() == (1, p.shape[0])  # column by column
+    idx = prompt(2, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(columns(idx)[0], model(idx)[0], atol=1e-6, rtol=0)
+    assert torch.equal(generate(columns, idx, 30, temperature=0), generate(model, idx, 30, temperature=0))
+
+
+def test_load_sampling_model_reads_a_checkpoint_in_decode_layout(checkpoint, story_gpt):
+    loaded, tokenizer = load_sampling_model(checkpoint)
+    assert not loaded.training and loaded.lm_head.weight.stride() == (1, loaded.config.vocab_size)
+    assert tokenizer.vocab_size == loaded.config.vocab_size
+    assert torch.equal(loaded.lm_head.weight, story_gpt.lm_head.weight)
 
 
 def test_zero_new_tokens_returns_the_prompt(model):
@@ -444,3 +476,30 @@ def test_gptlib_sample_command_runs_in_a_subprocess(checkpoint):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Lily") and result.stderr.startswith("[")
+
+
+@pytest.fixture
+def fake_gpt2(tmp_path, monkeypatch, shared_data):
+    """A tiny random model with GPT-2's vocabulary, saved by transformers where $GPTLIB_GPT2_DIR
+    points: the code path of real GPT-2 weights, without them."""
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=50257, n_positions=64, n_embd=16, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    monkeypatch.setenv("GPTLIB_GPT2_DIR", str(tmp_path / "gpt2"))
+    monkeypatch.setenv("GPTLIB_SHARED_DATA", str(shared_data))  # GPT-2's tokenizer: gpt2.tiktoken
+    return tmp_path / "gpt2"
+
+
+def test_gpt2_weights_when_present_sample_through_the_same_code(fake_gpt2, capsys):
+    from gptlib.sampling import cli_sample
+
+    model, tokenizer = load_sampling_model("gpt2")
+    assert tokenizer.eot_id == 50256 and model.config.vocab_size == 50257
+    text = generate_text(model, tokenizer, "Hello, world", 8, seed=0, stop=tokenizer.eot_id)[0]
+    assert isinstance(text, str)
+    assert (
+        cli_sample(["--checkpoint", "gpt2", "--prompt", "Hello", "--max-new-tokens", "5", "--seed", "0"]) == 0
+    )
+    assert capsys.readouterr().out.startswith("Hello")
