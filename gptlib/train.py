@@ -853,7 +853,7 @@ def setup_distributed(device_name: str = "auto") -> tuple[Distributed, torch.dev
 class Trainer:
     """Pretrains a GPT as `cfg` says, on one process or under torchrun (section 5.7).
 
-    >>> trainer = Trainer(load_config("configs/story.yaml", ["training.max_steps=20"]))
+    >>> trainer = Trainer(load_config("configs/story.yaml", ["training.max_steps=20", "training.out_dir=runs/try"]))
     >>> result = trainer.fit()  # prepares the data if needed, trains, evaluates, checkpoints
     >>> sorted(result)
     ['val_bpb', 'val_loss', 'val_perplexity']
