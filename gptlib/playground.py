@@ -124,7 +124,8 @@ class Playground(widgets.VBox):
         self.top_k = widgets.IntSlider(
             value=0, min=0, max=200, description="top-k (0: off)", layout=wide, style=style
         )
-        self.top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top-p (1: off)", layout=wide, style=style)  # fmt: skip
+        # step 0.01: with step 0.05 from 0.05, the browser's slider does not follow a change to 1.0 (ipywidgets 8.1)
+        self.top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.01, description="top-p (1: off)", layout=wide, style=style)  # fmt: skip
         self.repetition_penalty = widgets.FloatSlider(value=1.0, min=1.0, max=2.0, step=0.05, description="repetition penalty", layout=wide, style=style)  # fmt: skip
         self.length = widgets.IntSlider(value=100, min=1, max=500, description="length (tokens)", layout=wide, style=style)  # fmt: skip
         self.seed = widgets.IntText(value=0, description="seed (-1: random)", layout=widgets.Layout(width="260px"), style=style)  # fmt: skip

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -54,14 +53,18 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 with token auth, a temporary HOME and settings, serving a
-    copy of the playground notebook (so that nothing in the repository is written)."""
+    copy of the playground notebook without its outputs (nothing in the repository is written)."""
     from gptlib.train import story_model
 
     story_model()  # the notebook samples from chapter 5's model: train it first if it is missing
     tmp = tmp_path_factory.mktemp("lab")
     work, settings = tmp / "work", tmp / "settings"
     work.mkdir()
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, work / NOTEBOOK)
+    notebook = json.loads((ROOT / "notebooks" / NOTEBOOK).read_text(encoding="utf-8"))
+    for cell in notebook["cells"]:  # a clean copy, as a reader opens it: no outputs, no [n] prompts
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    (work / NOTEBOOK).write_text(json.dumps(notebook), encoding="utf-8")
     for name, value in SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / name).write_text(json.dumps(value))
@@ -144,7 +147,7 @@ def test_playground_generates_text_in_a_browser(lab):
             if page.locator(".jp-Dialog .jp-mod-accept").count():
                 page.locator(".jp-Dialog .jp-mod-accept").click()
                 page.wait_for_selector(".gptlib-generate")
-            page.wait_for_function(  # every cell has run: numbered prompts only
+            page.wait_for_function(  # every cell has run: all prompts numbered, no [*] or [ ] left
                 "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].every(e => /\\[\\d+\\]/.test(e.textContent))"
             )
             assert (
@@ -152,6 +155,12 @@ def test_playground_generates_text_in_a_browser(lab):
                 .filter(has_text="Traceback")
                 .count()
             ), "a cell failed"
+
+            # the browser shows what the kernel set last (the notebook's last cell): temperature, top-k,
+            # top-p, repetition penalty, length
+            readouts = page.locator(".gptlib-temperature, .gptlib-top-k, .gptlib-top-p, "
+                                    ".gptlib-repetition-penalty, .gptlib-length").locator(".widget-readout")  # fmt: skip
+            assert readouts.all_inner_texts() == ["1.00", "0", "1.00", "1.00", "100"]
 
             # a reader's turn: type a prompt, set the length slider and the seed, press Generate
             page.locator(".gptlib-prompt textarea").fill(PROMPT)
