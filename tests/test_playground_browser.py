@@ -160,7 +160,8 @@ def test_playground_generates_text_in_a_browser(lab):
             # top-p, repetition penalty, length
             readouts = page.locator(".gptlib-temperature, .gptlib-top-k, .gptlib-top-p, "
                                     ".gptlib-repetition-penalty, .gptlib-length").locator(".widget-readout")  # fmt: skip
-            assert readouts.all_inner_texts() == ["1.00", "0", "1.00", "1.00", "100"]
+            page.locator(".gptlib-generate").scroll_into_view_if_needed()
+            assert readouts.all_text_contents() == ["1.00", "0", "1.00", "1.00", "100"]
 
             # a reader's turn: type a prompt, set the length slider and the seed, press Generate
             page.locator(".gptlib-prompt textarea").fill(PROMPT)
@@ -176,14 +177,14 @@ def test_playground_generates_text_in_a_browser(lab):
                     const out = document.querySelector('.gptlib-output');
                     const button = document.querySelector('.gptlib-generate');
                     const status = document.querySelector('.gptlib-status');
-                    return out && out.innerText.startsWith(prompt) && !button.disabled
-                        && / tokens in /.test(status.innerText);
+                    return out && out.textContent.startsWith(prompt) && !button.disabled
+                        && / tokens in /.test(status.textContent);
                 }""",
                 arg=PROMPT,
             )
-            text = page.locator(".gptlib-output").inner_text()
-            status = page.locator(".gptlib-status").inner_text()
-            bars = page.locator(".gptlib-bars .widget-label").all_inner_texts()
+            text = page.locator(".gptlib-output").text_content()
+            status = page.locator(".gptlib-status").text_content()
+            bars = page.locator(".gptlib-bars .widget-label").all_text_contents()
             page.locator(".gptlib-output").scroll_into_view_if_needed()
             page.screenshot(path=str(screenshot_path()))
 
@@ -193,13 +194,13 @@ def test_playground_generates_text_in_a_browser(lab):
             page.locator(".gptlib-stop-at-eot input").uncheck()
             page.locator(".gptlib-generate").click()
             page.wait_for_function(
-                "() => / tokens\\/s \\.\\.\\.$/.test(document.querySelector('.gptlib-status').innerText)"
+                "() => / tokens\\/s \\.\\.\\.$/.test(document.querySelector('.gptlib-status').textContent)"
             )
             page.locator(".gptlib-stop").click()
             page.wait_for_function(
-                "() => /stopped\\)$/.test(document.querySelector('.gptlib-status').innerText)"
+                "() => /stopped\\)$/.test(document.querySelector('.gptlib-status').textContent)"
             )
-            stopped = page.locator(".gptlib-status").inner_text()
+            stopped = page.locator(".gptlib-status").text_content()
         finally:
             browser.close()
     n = int(re.match(r"(\d+) tokens in [\d.]+ s", status).group(1))
