@@ -1203,7 +1203,7 @@ def evaluate_model(checkpoint, *, data=None, text=None, split="val", batch_size=
 # %% ../notebooks/05_training.ipynb #90fa9203
 STORY_CONFIG = """\
 # The story model of chapter 5: a GPT of just under a million parameters trained on the embedded
-# story corpus, about two minutes on one CPU core. `gptlib.train.story_model()` trains it with
+# story corpus, about three minutes on two CPU cores. `gptlib.train.story_model()` trains it with
 # exactly this recipe when checkpoints/story-gpt is missing.
 model:
   block_size: 128
@@ -1215,7 +1215,7 @@ model:
 training:
   out_dir: checkpoints/story-gpt/run
   seed: 0
-  max_steps: 1000
+  max_steps: 3000
   batch_size: 8
   grad_accum: 1
   lr: 3.0e-3
@@ -1225,11 +1225,11 @@ training:
   grad_clip: 1.0
   device: cpu
   dtype: float32
-  threads: 1
-  eval_interval: 200
+  threads: 2
+  eval_interval: 250
   eval_batches: 16
   log_interval: 10
-  ckpt_interval: 500
+  ckpt_interval: 1000
 data:
   dir: checkpoints/story-gpt/data
   source: stories

@@ -17,6 +17,18 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """One PyTorch thread per test process: the models here are tiny, and `make test` runs two
+    processes on two cores, so a second thread per process would only contend."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _no_hub(monkeypatch):
     """Tests never reach the network; a hub call they forget to stub fails at once."""

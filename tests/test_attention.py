@@ -17,8 +17,6 @@ from gptlib.attention import (
     padding_mask,
 )
 
-torch.set_num_threads(1)  # tiny tensors: threads only add overhead
-
 
 def run_both(q, k, v, ours_mask=None, sdpa_mask=None, is_causal=False):
     """Outputs and input gradients of `attention` and of SDPA, for the same upstream gradient."""

@@ -13,15 +13,6 @@ from gptlib.sampling import generate_text
 from gptlib.tokenizer import train_bpe
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return train_bpe(generate_stories(200), 400)

@@ -20,8 +20,6 @@ from gptlib.transformer import (
     sinusoidal_encoding,
 )
 
-torch.set_num_threads(1)  # small models: threads only add overhead
-
 # ---------------------------------------------------------------- torch.nn.Transformer
 
 
