@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import tiny_run
 
 from gptlib import train as T
 from gptlib.__main__ import main
@@ -20,15 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny(data_dir, out_dir, *extra: str) -> list[str]:
-    """Overrides for a model of ~30k parameters that trains a step in milliseconds."""
-    return [
-        f"data.dir={data_dir}", f"training.out_dir={out_dir}", "data.documents=400", "data.val_documents=40",
-        "data.vocab_size=300", "data.bpe_documents=200", "data.num_workers=1", "model.preset=nano",
-        "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.block_size=32", "training.batch_size=4",
-        "training.max_steps=6", "training.warmup_steps=2", "training.lr=3e-3", "training.min_lr=3e-4",
-        "training.eval_interval=3", "training.eval_batches=2", "training.log_interval=1",
-        "training.ckpt_interval=3", "training.progress=false", *extra,
-    ]  # fmt: skip
+    """Overrides for a one-layer model that trains six steps, evaluating and saving every three."""
+    return tiny_run(
+        data_dir, out_dir, "model.n_layer=1", "training.max_steps=6", "training.warmup_steps=2",
+        "training.eval_interval=3", "training.ckpt_interval=3", *extra,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -431,3 +428,16 @@ def test_cli_sample_is_handed_to_chapter_6(monkeypatch, capsys):
     fake.cli_sample = lambda argv: calls.append(argv) or 0
     monkeypatch.setitem(sys.modules, "gptlib.sampling", fake)
     assert main(["sample", "--prompt", "x"]) == 0 and calls == [["--prompt", "x"]]
+
+
+def test_cpu_peak_is_measured_for_the_threads_in_use():
+    # a peak measured on one thread must not serve a run on two (MFU above 100% otherwise)
+    T._measured_peak.cache_clear()
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            T.peak_flops(torch.device("cpu"), torch.float32)
+    finally:
+        torch.set_num_threads(threads)
+    assert T._measured_peak.cache_info().currsize == 2

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_run
 
 from gptlib import train as T
 
@@ -21,14 +22,10 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # runs th
 
 
 def tiny(data_dir, out_dir, *extra: str) -> list[str]:
-    return [
-        f"data.dir={data_dir}", f"training.out_dir={out_dir}", "data.documents=400", "data.val_documents=40",
-        "data.vocab_size=300", "data.bpe_documents=200", "data.num_workers=1", "model.preset=nano",
-        "model.n_layer=2", "model.n_embd=32", "model.n_head=2", "model.block_size=32", "model.dropout=0.1",
-        "training.batch_size=4", "training.warmup_steps=3", "training.decay_steps=24", "training.lr=3e-3",
-        "training.min_lr=3e-4", "training.eval_interval=4", "training.eval_batches=2", "training.log_interval=1",
-        "training.progress=false", *extra,
-    ]  # fmt: skip
+    return tiny_run(
+        data_dir, out_dir, "model.n_layer=2", "model.dropout=0.1", "training.warmup_steps=3",
+        "training.decay_steps=24", "training.eval_interval=4", *extra,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
