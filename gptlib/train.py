@@ -1154,24 +1154,32 @@ def load_model(path, device="cpu") -> tuple[GPT, BPETokenizer]:
 @torch.no_grad()
 def evaluate_tokens(model: GPT, tokens, n_bytes: int | None = None, *, batch_size: int = 8,
                     max_batches: int | None = None, device="cpu", dtype=torch.float32) -> dict:  # fmt: skip
-    """Loss, perplexity and bits per byte over consecutive windows of `tokens` (section 5.10)."""
+    """Loss, perplexity and bits per byte over consecutive windows of `tokens`, each predicting
+    up to `block_size` next tokens; the last window is shorter when the text runs out, so every
+    token after the first is scored once (section 5.10). `max_batches` caps the full windows."""
     T = model.config.block_size
     tokens = np.asarray(tokens)
-    n = (len(tokens) - 1) // T
-    if n == 0:
-        raise ValueError(f"{len(tokens)} tokens are too few for one window of block_size + 1 = {T + 1}")
+    if len(tokens) < 2:
+        raise ValueError(f"{len(tokens)} tokens are too few: a loss needs at least 2 (one to predict)")
+    starts = range(0, len(tokens) - 1, T)
+    full = [s for s in starts if s + T < len(tokens)]
+    tail = [] if max_batches is not None and len(full) > max_batches * batch_size else starts[len(full) :]
     if max_batches is not None:
-        n = min(n, max_batches * batch_size)
-    total = 0.0
+        full = full[: max_batches * batch_size]
+    batches = [
+        [tokens[s : s + T + 1] for s in full[i : i + batch_size]] for i in range(0, len(full), batch_size)
+    ]
+    batches += [[tokens[s:]] for s in tail]  # one shorter window at most
+    total, scored = 0.0, 0
     model.eval()
-    for start in range(0, n, batch_size):
-        rows = np.stack([tokens[i * T : i * T + T + 1] for i in range(start, min(start + batch_size, n))])
-        rows = torch.from_numpy(rows.astype(np.int64)).to(device)
+    for rows in batches:
+        rows = torch.from_numpy(np.stack(rows).astype(np.int64)).to(device)
         with autocast(torch.device(device), dtype):
             _, loss = model(rows[:, :-1], rows[:, 1:])
-        total += loss.item() * len(rows)
-    loss = total / n
-    out = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": n * T}
+        total += loss.item() * rows[:, 1:].numel()  # the mean loss back to a sum over predictions
+        scored += rows[:, 1:].numel()
+    loss = total / scored
+    out = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": scored}
     if n_bytes:
         out["bits_per_byte"] = loss / math.log(2) * len(tokens) / n_bytes
     return out

@@ -370,13 +370,24 @@ def test_evaluate_tokens_and_bits_per_byte(data_dir, tmp_path):
     shards = T.load_split(data_dir, "val")
     r = T.evaluate_model(tmp_path, data=data_dir)
     tokens = shards[0].tokens
-    assert r["tokens"] == (len(tokens) - 1) // 32 * 32
+    assert r["tokens"] == len(tokens) - 1  # every token but the first is predicted once
     n_bytes = shards[0].header["n_bytes"]
     assert r["bits_per_byte"] == pytest.approx(r["loss"] / math.log(2) * len(tokens) / n_bytes)
     # by hand, on the first window
     x = torch.from_numpy(tokens[:33].astype(np.int64))[None]
     one = T.evaluate_tokens(model, tokens[:33])
     assert one["loss"] == pytest.approx(torch.nn.functional.cross_entropy(model(x[:, :-1])[0][0], x[0, 1:]).item(), rel=1e-5)  # fmt: skip
+    # a text shorter than a window, and one window and a bit: the short last window counts too
+    x = torch.from_numpy(tokens[:41].astype(np.int64))[None]
+    logits = model(x[:, :32])[0][0]  # the first window
+    by_hand = torch.nn.functional.cross_entropy(model(x[:, 32:40])[0][0], x[0, 33:41], reduction="sum")
+    by_hand += torch.nn.functional.cross_entropy(logits[:32], x[0, 1:33], reduction="sum")
+    assert T.evaluate_tokens(model, tokens[:41])["loss"] == pytest.approx(by_hand.item() / 40, rel=1e-5)
+    short = T.evaluate_tokens(model, tokens[:10])
+    assert short["tokens"] == 9
+    assert short["loss"] == pytest.approx(torch.nn.functional.cross_entropy(model(x[:, :9])[0][0], x[0, 1:10]).item(), rel=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="1 tokens are too few"):
+        T.evaluate_tokens(model, tokens[:1])
     with pytest.raises(ValueError, match="exactly one of"):
         T.evaluate_model(tmp_path)
 
