@@ -11,6 +11,9 @@ STAMP  := $(VENV)/.installed
 # test workers: notebooks and tests run in parallel on this many processes
 JOBS   ?= 2
 
+# one target at a time, in the order given: `test` relies on it even under `make -j`
+.NOTPARALLEL:
+
 .PHONY: browser install export check-export lint format test test-unit test-notebooks book book-strict lab clean
 
 $(STAMP): pyproject.toml constraints.txt

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .attention import CausalSelfAttention, KVCache
+from .tokenizer import write_atomically
 
 # %% ../notebooks/04_gpt.ipynb #19f73df1
 @dataclass
@@ -297,16 +298,6 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0]
 
 
-def _write_atomically(path: Path, write) -> None:
-    """`write(tmp)` then rename tmp to `path`: readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_pretrained(model: GPT, path: str | os.PathLike) -> Path:
     """Write `model` to the directory `path` as model.safetensors and model_config.json (section 4.9)."""
     from safetensors.torch import save_file
@@ -316,9 +307,10 @@ def save_pretrained(model: GPT, path: str | os.PathLike) -> Path:
         raise CheckpointError(f"{path} is a file; save_pretrained needs a directory")
     path.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != _TIED}
-    _write_atomically(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    # each file through a temporary file and a rename (section 1.7): never half-written
+    write_atomically(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     text = json.dumps(asdict(model.config), indent=2) + "\n"
-    _write_atomically(path / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomically(path / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
 
 

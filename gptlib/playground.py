@@ -27,9 +27,10 @@ def find_checkpoints(root=None) -> dict[str, Callable]:
     the story model, local GPT-2 weights, and checkpoint folders under `root` (default
     `checkpoints/` in the project) (section 7.1)."""
     from gptlib.model import local_gpt2
-    from gptlib.train import project_root, story_model, story_model_dir
+    from gptlib.train import project_root, story_model_dir
 
-    choices: dict[str, Callable] = {STORY_MODEL: story_model}
+    # the story model trains first on a fresh clone; every model is in the decoding layout
+    choices: dict[str, Callable] = {STORY_MODEL: partial(load_sampling_model, None, train_if_missing=True)}
     for name in GPT2_NAMES:
         if local_gpt2(name) is not None:
             choices[name] = partial(load_sampling_model, name)

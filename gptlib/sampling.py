@@ -262,7 +262,7 @@ def next_logits(model, seq: Tensor, cache=None, overflow: str = "exact") -> Tens
     if overflow == "exact":  # every position moved: recompute the window (a cache we would discard)
         return model(seq[:, -block_size:])[0][:, -1]
     cache.reset()  # "shift": prefill the last half of the window, then decode with the cache again
-    return model(seq[:, -(block_size // 2) :], kv_cache=cache)[0][:, -1]
+    return model(seq[:, -max(1, block_size // 2) :], kv_cache=cache)[0][:, -1]
 
 # %% ../notebooks/06_sampling.ipynb #e30b6d8c
 class Step(NamedTuple):
@@ -301,6 +301,7 @@ def _decode(
             raw = logits.float()  # (B, V)
             z = apply_repetition_penalty(raw, seq[:, :n], repetition_penalty)
             if blockers is not None:
+                z = z.clone() if z is raw else z  # raw goes out as Step.logits, untouched
                 for row, blocker in enumerate(blockers):
                     if (banned := blocker.banned()) and not finished[row]:
                         z[row, list(banned)] = float("-inf")
@@ -514,6 +515,7 @@ def beam_search(
     (torch.Size([6]), True)
     """
     check_sampling_args(max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
+    _check_int("max_new_tokens", max_new_tokens, 1)  # a beam's score divides by its length
     _check_int("beam_size", beam_size, 1)
     _check_int("num_return", num_return, 1)
     _check_float("length_penalty", length_penalty, lambda a: True, "a finite number")
@@ -612,15 +614,19 @@ def _for_decoding(model, tokenizer):
     return (decode_layout(model) if next(model.parameters()).device.type == "cpu" else model), tokenizer
 
 
-def load_sampling_model(checkpoint=None, device="cpu"):
+def load_sampling_model(checkpoint=None, device="cpu", train_if_missing=False):
     """A model and its tokenizer to sample from (section 6.12): None for chapter 5's story
     model, a GPT-2 name ("gpt2", ...) for OpenAI's weights when they are on this machine, or a
     checkpoint folder (or ckpt.pt) that `gptlib.train.load_model` reads. In eval mode, and on
-    a CPU in `decode_layout`."""
+    a CPU in `decode_layout`. `train_if_missing`: train the story model first if it is not
+    there (minutes on a CPU), as `gptlib.train.story_model` does."""
     from gptlib.model import GPT, local_gpt2
     from gptlib.tokenizer import load_gpt2_tokenizer
-    from gptlib.train import load_model, story_model_dir
+    from gptlib.train import load_model, story_model, story_model_dir
 
+    if checkpoint is None and train_if_missing:
+        model, tokenizer = story_model()
+        return _for_decoding(model.to(device), tokenizer)
     if checkpoint is None:
         if not (story_model_dir() / "model.safetensors").is_file():
             raise FileNotFoundError(
@@ -658,7 +664,8 @@ def _generation_defaults(checkpoint) -> dict:
 
 
 def _stop_string(text: str) -> str:
-    return text.encode("utf-8").decode("unicode_escape") if "\\" in text else text  # "\n" typed in a shell
+    # "\n" typed in a shell; latin-1 with backslashreplace keeps other non-ASCII characters whole
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape") if "\\" in text else text
 
 
 def _sample_parser() -> argparse.ArgumentParser:

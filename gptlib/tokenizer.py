@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['GPT2_PATTERN', 'GPT4_PATTERN', 'FORMAT_TAG', 'GPT2_TOKENIZER_ENV', 'GPT2_TIKTOKEN_URL', 'GPT2_TIKTOKEN_SHA256',
            'pair_counts', 'merge_pair', 'learn_merges_naive', 'TokenizerError', 'split_text', 'training_chunks',
-           'bpe_encode_piece', 'BPETokenizer', 'train_bpe_naive', 'recover_merges', 'save_tokenizer',
-           'read_tiktoken_ranks', 'load_tokenizer', 'gpt2_bytes_to_unicode', 'read_gpt2_encoder', 'load_gpt2_tokenizer',
-           'train_bpe', 'bytes_per_token', 'truncated', 'show_tokens']
+           'bpe_encode_piece', 'BPETokenizer', 'train_bpe_naive', 'recover_merges', 'write_atomically',
+           'save_tokenizer', 'read_tiktoken_ranks', 'load_tokenizer', 'gpt2_bytes_to_unicode', 'read_gpt2_encoder',
+           'load_gpt2_tokenizer', 'train_bpe', 'bytes_per_token', 'truncated', 'show_tokens']
 
 # %% ../notebooks/01_tokenizer.ipynb #989ce63f
 import base64
@@ -346,6 +346,8 @@ class BPETokenizer:
         """The bytes of the tokens `ids`, concatenated (no UTF-8 decoding)."""
         if hasattr(ids, "tolist"):
             ids = ids.tolist()  # a tensor or an array
+        elif not isinstance(ids, (list, tuple)):
+            ids = list(ids)  # an iterator: the error path below reads the ids a second time
         decoder = self._decoder
         try:
             return b"".join([decoder[i] for i in ids])
@@ -461,16 +463,26 @@ def recover_merges(ranks: dict[bytes, int]) -> list[tuple[int, int]]:
     return merges
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file, so `path` is never half-written."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write_atomically(path: str | os.PathLike, write) -> Path:
+    """Call `write(tmp)` to fill a temporary file beside `path`, then rename it onto `path`:
+    readers see the old file or the new one, never half of one (section 1.7). The temporary
+    name is unique to the process, so two writers never share one. Later chapters save
+    weights, shards and checkpoints through it.
+
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> write_atomically(folder / "hello.txt", lambda tmp: tmp.write_text("hi")).read_text()
+    'hi'
+    >>> [p.name for p in folder.iterdir()]
+    ['hello.txt']
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def save_tokenizer(tok: BPETokenizer, path: str | os.PathLike) -> None:
@@ -485,7 +497,8 @@ def save_tokenizer(tok: BPETokenizer, path: str | os.PathLike) -> None:
     lines += [
         f"{base64.b64encode(b).decode('ascii')} {r}" for b, r in sorted(tok.ranks.items(), key=lambda t: t[1])
     ]
-    _write_atomic(Path(path), "\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
 
 
 def _rank_line(path: Path, number: int, line: str) -> tuple[bytes, int]:

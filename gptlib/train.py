@@ -9,13 +9,14 @@ __all__ = ['SHARD_MAGIC', 'SHARD_VERSION', 'HEADER_BYTES', 'TOKENIZER_FILE', 'HU
            'data_is_prepared', 'prepare_data', 'load_split', 'ModelSection', 'TrainingSection', 'DataSection',
            'GenerationSection', 'TrainConfig', 'ConfigError', 'config_from_dict', 'apply_overrides', 'load_config',
            'config_to_yaml', 'build_gpt_config', 'CosineSchedule', 'fused_adamw_available', 'configure_optimizer',
-           'resolve_device', 'resolve_dtype', 'autocast', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',
-           'get_rng_state', 'set_rng_state', 'peak_flops', 'NonFiniteLossError', 'MetricsLogger', 'read_metrics',
-           'Distributed', 'setup_distributed', 'Trainer', 'train', 'plot_metrics', 'load_model', 'evaluate_tokens',
-           'evaluate_model', 'project_root', 'story_model_dir', 'story_config', 'train_story_model', 'story_model']
+           'resolve_device', 'resolve_dtype', 'autocast', 'save_checkpoint', 'load_checkpoint', 'get_rng_state',
+           'set_rng_state', 'peak_flops', 'NonFiniteLossError', 'MetricsLogger', 'read_metrics', 'Distributed',
+           'setup_distributed', 'Trainer', 'train', 'plot_metrics', 'load_model', 'evaluate_tokens', 'evaluate_model',
+           'project_root', 'story_model_dir', 'story_config', 'train_story_model', 'story_model']
 
 # %% ../notebooks/05_training.ipynb #a376aad4
 import contextlib
+import copy
 import dataclasses
 import functools
 import importlib.util
@@ -43,8 +44,8 @@ from pydantic.dataclasses import dataclass
 from tqdm import tqdm
 
 from .data import load_corpus
-from .model import GPT, PRESETS, GPTConfig
-from .tokenizer import BPETokenizer, load_gpt2_tokenizer, train_bpe
+from .model import GPT, PRESETS, CheckpointError, GPTConfig
+from .tokenizer import BPETokenizer, load_gpt2_tokenizer, train_bpe, write_atomically
 
 # %% ../notebooks/05_training.ipynb #b8759ba3
 SHARD_MAGIC = b"GPTSHARD"
@@ -79,12 +80,13 @@ def write_shard(path, tokens, *, tokenizer: str, vocab_size: int, n_bytes: int =
     head = SHARD_MAGIC + struct.pack("<II", SHARD_VERSION, len(text)) + text
     if len(head) > HEADER_BYTES:
         raise ShardError(f"the header of {path} needs {len(head)} bytes, more than {HEADER_BYTES}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(head.ljust(HEADER_BYTES, b"\0"))
-        f.write(tokens.astype(dtype, copy=False).tobytes())
-    os.replace(tmp, path)  # a reader sees the old shard or the new one, never half of one
-    return path
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(head.ljust(HEADER_BYTES, b"\0"))
+            f.write(tokens.astype(dtype, copy=False).tobytes())
+
+    return write_atomically(path, write)  # a reader sees the old shard or the new one, never half
 
 
 @dataclasses.dataclass
@@ -514,7 +516,7 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
 
 def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     """Set `section.key=value` items (values parsed as YAML) in the nested dict `raw` (section 5.3)."""
-    raw = json.loads(json.dumps(raw or {}))  # a deep copy
+    raw = copy.deepcopy(raw or {})
     for item in overrides:
         key, sep, value = item.partition("=")
         parts = key.strip().split(".")
@@ -647,10 +649,7 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype)
 
 # %% ../notebooks/05_training.ipynb #4b9e49b8
-class CheckpointError(ValueError):
-    """A training checkpoint that cannot be read; the message names the file (section 5.6)."""
-
-
+# a checkpoint that cannot be read raises chapter 4's `CheckpointError`, naming the file
 CHECKPOINT_FORMAT = "gptlib-train-checkpoint"
 
 
@@ -670,12 +669,14 @@ def save_checkpoint(path, state: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
         stale.unlink(missing_ok=True)  # left by a writer that was killed
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())  # on the disk before the rename makes it the checkpoint
+
+    write_atomically(path, write)
     _fsync_dir(path.parent)
     return path
 
@@ -733,6 +734,8 @@ def _measured_peak(device_type: str, dtype: torch.dtype, threads: int) -> float:
     """FLOP/s of a 512 x 512 matrix product here on `threads` threads, the best of ten 20 ms
     windows (no random numbers drawn)."""
     a = torch.ones(512, 512, dtype=dtype, device=device_type)
+    # a GPU queues products and returns at once: wait for them before reading the clock
+    sync = getattr(torch, device_type).synchronize if device_type in ("cuda", "mps") else lambda: None
     a @ a
     best = 0.0
     for _ in range(10):
@@ -740,6 +743,7 @@ def _measured_peak(device_type: str, dtype: torch.dtype, threads: int) -> float:
         while (elapsed := time.perf_counter() - start) < 0.02:
             a @ a
             n += 1
+            sync()
         best = max(best, 2 * 512**3 * n / elapsed)
     return best
 
@@ -773,10 +777,8 @@ class MetricsLogger:
             return
         kept = []
         if resume_step is not None and self.path.is_file():
-            kept = [
-                line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step
-            ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [record for record in read_metrics(self.path) if record["step"] <= resume_step]
+        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -814,10 +816,17 @@ class MetricsLogger:
 
 
 def read_metrics(path) -> list[dict]:
-    """The records of a run's metrics.jsonl (a file or its run folder; section 5.7)."""
+    """The records of a run's metrics.jsonl (a file or its run folder; section 5.7). A last
+    line cut short by a killed run is skipped."""
     path = Path(path)
     path = path / "metrics.jsonl" if path.is_dir() else path
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # blank, or cut short
+    return records
 
 # %% ../notebooks/05_training.ipynb #aa3b15f6
 @dataclasses.dataclass
@@ -914,7 +923,8 @@ class Trainer:
         torch.manual_seed(seed)
         ckpt = self.out_dir / "ckpt.pt"
         if t.resume and ckpt.is_file():
-            self._resume(load_checkpoint(ckpt, map_location=self.device))
+            # on the CPU: random-number states must stay there; load_state_dict moves the rest
+            self._resume(load_checkpoint(ckpt, map_location="cpu"))
         if self.dist.is_main:
             tokenizer = Path(cfg.data.dir) / TOKENIZER_FILE
             if tokenizer.is_file():
@@ -1072,7 +1082,8 @@ class Trainer:
                 m = self.train_step()
                 now = self.tokens_per_step / (time.perf_counter() - start)
                 rate = now if rate is None else 0.9 * rate + 0.1 * now
-                mfu = self.flops_per_token * rate / self.peak_flops
+                # rate counts every process's tokens; peak_flops is one device's
+                mfu = self.flops_per_token * rate / (self.peak_flops * self.dist.world_size)
                 if self.step % t.log_interval == 0 or self.step == end:
                     self._log({"step": self.step, "loss": m["loss"], "lr": m["lr"], "grad_norm": m["grad_norm"],
                                "tokens": self.tokens_seen, "tokens_per_s": round(now), "mfu": round(mfu, 5),
@@ -1298,8 +1309,7 @@ def _train_story(path: Path, fresh: bool, progress: bool) -> Trainer:
         shutil.rmtree(run, ignore_errors=True)
     trainer = train(cfg)
     for name in (*STORY_FILES, "config.yaml", "metrics.jsonl"):  # publish, one atomic file at a time
-        shutil.copyfile(run / name, path / f".{name}.tmp")
-        os.replace(path / f".{name}.tmp", path / name)
+        write_atomically(path / name, lambda tmp, name=name: shutil.copyfile(run / name, tmp))
     return trainer
 
 

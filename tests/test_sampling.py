@@ -488,9 +488,35 @@ def test_gpt2_weights_when_present_sample_through_the_same_code(fake_gpt2, capsy
 
     model, tokenizer = load_sampling_model("gpt2")
     assert tokenizer.eot_id == 50256 and model.config.vocab_size == 50257
-    text = generate_text(model, tokenizer, "Hello, world", 8, seed=0, stop=tokenizer.eot_id)[0]
-    assert isinstance(text, str)
-    assert (
-        cli_sample(["--checkpoint", "gpt2", "--prompt", "Hello", "--max-new-tokens", "5", "--seed", "0"]) == 0
-    )
-    assert capsys.readouterr().out.startswith("Hello")
+    prompt = tokenizer.encode("Hello, world")
+    ids = generate(model, prompt, 8, temperature=0)[0, len(prompt) :].tolist()
+    ids = ids[: ids.index(tokenizer.eot_id)] if tokenizer.eot_id in ids else ids
+    text = generate_text(model, tokenizer, "Hello, world", 8, temperature=0, stop=tokenizer.eot_id)[0]
+    assert text == tokenizer.decode(ids)
+    args = ["--checkpoint", "gpt2", "--prompt", "Hello", "--max-new-tokens", "5", "--temperature", "0"]
+    assert cli_sample(args) == 0
+    expected = "Hello" + generate_text(model, tokenizer, "Hello", 5, temperature=0, stop=tokenizer.eot_id)[0]
+    assert capsys.readouterr().out == expected + "\n"
+
+
+def test_ngram_bans_leave_the_yielded_raw_logits_alone(model):
+    # Step.logits is documented as the logits before any processing: no -inf from the bans
+    steps = list(stream(model, [1, 2, 1, 2, 1], 6, temperature=0, no_repeat_ngram_size=2))
+    assert all(torch.isfinite(step.logits).all() for step in steps)
+    assert any(torch.isinf(step.probs.log()).any() for step in steps[1:])  # the bans did apply
+
+
+def test_beam_search_needs_a_new_token(model):
+    with pytest.raises(SamplingError, match="max_new_tokens=0 is not allowed"):
+        beam_search(model, [1, 2], 0)
+
+
+def test_shift_overflow_with_a_one_token_window():
+    one = tiny_gpt(block_size=1)
+    assert generate(one, [3], 4, temperature=0, overflow="shift").shape == (1, 5)
+
+
+def test_stop_strings_from_a_shell_keep_non_ascii_characters():
+    from gptlib.sampling import _stop_string
+
+    assert _stop_string("é\\n猫\\t") == "é\n猫\t" and _stop_string("plain é") == "plain é"

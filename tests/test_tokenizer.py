@@ -426,6 +426,8 @@ def test_bad_ids_and_types(tok):
     one_line(e)
     with pytest.raises(TokenizerError, match="token id -1"):
         tok.decode([-1])
+    with pytest.raises(TokenizerError, match="token id 700 is not in the vocabulary"):
+        tok.decode(iter([1, 700]))  # an iterator is read twice on the error path
     with pytest.raises(TokenizerError, match="is a bytes, not a str"):
         tok.encode(b"abc")
 
@@ -451,6 +453,9 @@ def test_save_load_round_trip(tok, tok4, tmp_path, stories):
         assert again.merges == t.merges  # recovered from the ranks
         assert [again.encode(s) for s in stories[:20]] == [t.encode(s) for s in stories[:20]]
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert (tmp_path / "tok.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # not private
 
 
 def test_file_format_is_documented_text(tok, tmp_path):
@@ -525,5 +530,6 @@ def test_compression_and_token_display(tok, stories):
     assert 2.5 < T.bytes_per_token(tok, stories[:50]) < 6
     assert T.bytes_per_token(T.truncated(tok, 256), stories[:5]) == 1.0
     html = T.show_tokens(tok, "Once <upon> a time").data
-    assert "&lt;upon&gt;" in html or "&lt;" in html
+    assert "<upon>" not in html and "&lt;" in html and "&gt;" in html  # escaped, token by token
+    assert html.count("<span") == len(tok.encode("Once <upon> a time"))
     assert "tokens</p>" in html

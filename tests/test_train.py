@@ -4,6 +4,7 @@ The tests that need real processes (SIGKILL, torchrun) are in test_train_process
 
 import json
 import math
+import random
 import sys
 import types
 from pathlib import Path
@@ -170,7 +171,7 @@ def test_config_errors_name_the_key_in_one_line(config_file, overrides, message)
         assert str(config_file) in str(e.value)
 
 
-def test_config_file_errors(tmp_path, config_file):
+def test_config_file_errors(tmp_path):
     with pytest.raises(T.ConfigError, match="does not exist") as e:
         T.load_config(tmp_path / "missing.yaml")
     assert "\n" not in str(e.value)
@@ -286,12 +287,10 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
         assert "\n" not in str(e.value)
 
 
-def test_rng_state_round_trip():
+def test_rng_state_round_trip(tmp_path):
     state = T.get_rng_state()
-    import random
-
     first = (random.random(), np.random.rand(), torch.rand(3))
-    T.set_rng_state(T.load_checkpoint(T.save_checkpoint(Path(pytest.importorskip("tempfile").mkdtemp()) / "r.pt", {"rng": state}))["rng"])  # fmt: skip
+    T.set_rng_state(T.load_checkpoint(T.save_checkpoint(tmp_path / "r.pt", {"rng": state}))["rng"])
     again = (random.random(), np.random.rand(), torch.rand(3))
     assert first[:2] == again[:2] and torch.equal(first[2], again[2])
 
@@ -356,6 +355,30 @@ def test_metrics_records_and_resume_truncation(data_dir, tmp_path):
     logger.close()
 
 
+def test_resume_survives_a_metrics_line_cut_short(tmp_path):
+    # a run killed while writing leaves half a line; resuming keeps the whole records up to its step
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 1, "loss": 2.0}\n\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo'
+    )
+    assert T.read_metrics(tmp_path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    T.MetricsLogger(tmp_path, resume_step=1).close()
+    assert T.read_metrics(tmp_path) == [{"step": 1, "loss": 2.0}]
+
+
+def test_a_date_in_a_config_file_is_a_config_error(tmp_path):
+    # YAML reads 2024-05-01 as a date: the deep copy of the overrides must not choke on it
+    path = tmp_path / "run.yaml"
+    path.write_text("training:\n  run_name: 2024-05-01\n")
+    with pytest.raises(T.ConfigError, match="run_name"):
+        T.load_config(path, ["training.lr=1e-3"])
+
+
+def test_checkpoint_errors_are_one_class_across_chapters():
+    from gptlib.model import CheckpointError
+
+    assert T.CheckpointError is CheckpointError
+
+
 def test_optional_loggers_are_off_and_fail_clearly(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if it were not installed
     with pytest.raises(T.ConfigError, match="training.wandb=true needs the wandb package"):
@@ -393,7 +416,7 @@ def test_evaluate_tokens_and_bits_per_byte(data_dir, tmp_path):
 
 
 # -- the story model ------------------------------------------------------------------------
-def test_story_model_trains_once_then_loads(data_dir, tmp_path, monkeypatch):
+def test_story_model_trains_once_then_loads(tmp_path, monkeypatch):
     with pytest.raises(T.CheckpointError, match="no story model"):
         T.story_model(tmp_path / "story", train_if_missing=False)
     recipe = yaml.safe_load(T.STORY_CONFIG)
