@@ -3,6 +3,9 @@
 #   make book   export gptlib and build the site into _build/html
 #   make lab    JupyterLab on the notebooks
 #   make export regenerate gptlib/ from the notebooks (after editing a notebook)
+#   make execute NB=notebooks/NN_name.ipynb   re-run a notebook and store its outputs
+#   make test-portable   every notebook under nbval on the plainest CPU code paths, one thread
+#   make diagrams        redraw the SVG diagrams in book/figures from book/figures/make_diagrams.py
 
 PYTHON ?= python3
 VENV   := .venv
@@ -14,7 +17,7 @@ JOBS   ?= 2
 # one target at a time, in the order given: `test` relies on it even under `make -j`
 .NOTPARALLEL:
 
-.PHONY: browser install export check-export lint format test test-unit test-notebooks book book-strict lab clean
+.PHONY: browser install export execute diagrams check-export lint format test test-unit test-notebooks test-portable mathjax book book-strict lab clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +29,13 @@ install: $(STAMP)
 
 export: $(STAMP)
 	$(PY) .ci/export.py
+
+execute: $(STAMP)
+	$(PY) .ci/execute.py $(NB)
+
+# the committed SVGs must equal what the script draws (tests/test_diagrams.py)
+diagrams: $(STAMP)
+	$(PY) book/figures/make_diagrams.py
 
 check-export: $(STAMP)
 	$(PY) .ci/export.py --check
@@ -48,14 +58,34 @@ NBVAL    := $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with .c
 NB_FIRST := $(wildcard notebooks/0[0-4]_*.ipynb)
 NB_STORY := $(wildcard notebooks/05_*.ipynb)
 NB_LATER := $(wildcard notebooks/0[6-9]_*.ipynb notebooks/[1-9][0-9]_*.ipynb)
+# appendix notebooks of the book, run with the first group
+NB_BOOK  := book/pytorch_primer.ipynb
 
 test-notebooks: $(STAMP)
-	$(NBVAL) -n $(JOBS) --dist loadfile $(NB_FIRST)
+	$(NBVAL) -n $(JOBS) --dist loadfile $(NB_FIRST) $(NB_BOOK)
 	$(if $(NB_STORY),$(NBVAL) $(NB_STORY))
 	$(if $(NB_LATER),$(NBVAL) -n $(JOBS) --dist loadfile $(NB_LATER))
 
-book-strict: $(STAMP)
+# The stored outputs must not depend on the CPU's kernels. PyTorch picks its vectorised
+# kernels by instruction set (ATEN_CPU_CAPABILITY: default, avx2, avx512), and the thread
+# count changes how sums are split. This re-runs every notebook on PyTorch's plainest path,
+# on one thread: the outputs must still match. MKL picks its own kernels by CPU vendor and
+# instruction set; `make test-portable PORTABLE="... MKL_CBWR=AVX"` adds its SSE4.2 path
+# (several times slower: chapter 5 then trains for many minutes).
+PORTABLE ?= ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+test-portable: $(STAMP)
+	$(PORTABLE) $(NBVAL) -n $(JOBS) --dist loadfile $(NB_FIRST) $(NB_BOOK)
+	$(if $(NB_STORY),$(PORTABLE) $(NBVAL) $(NB_STORY))
+	$(if $(NB_LATER),$(PORTABLE) $(NBVAL) -n $(JOBS) --dist loadfile $(NB_LATER))
+
+book-strict: $(STAMP) mathjax
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --quiet
+
+# MathJax for the site's math, so pages render it with no network: the pinned npm tarball,
+# checked against its sha512, unpacked into book/_static/mathjax/ (ignored by git); a no-op once there
+mathjax:
+	$(PYTHON) .ci/mathjax.py
 
 # Chromium for the playground's browser test (Debian's package, driven by Playwright)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -68,7 +98,7 @@ browser:
 test: browser check-export lint test-notebooks test-unit book-strict
 	@echo "make test: all checks passed"
 
-book: export
+book: export mathjax
 	$(VENV)/bin/jupyter-book build . --quiet
 	@echo "The site is built: open file://$(CURDIR)/_build/html/index.html"
 

@@ -64,7 +64,7 @@ def test_from_hf_gives_the_same_logits():
         expected = hf(idx).logits
         logits, _ = ours(idx)
     assert logits.dtype == torch.float32
-    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits, expected)
     # the conversion copies: changing our weights leaves the HF model alone
     with torch.no_grad():
         ours.transformer.wte.weight.zero_()
@@ -77,7 +77,7 @@ def test_to_hf_round_trips_to_the_same_logits():
     assert isinstance(hf, transformers.GPT2LMHeadModel) and not hf.training
     idx = tokens()
     with torch.no_grad():
-        torch.testing.assert_close(hf(idx).logits, ours(idx)[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(hf(idx).logits, ours(idx)[0])
         back = GPT.from_hf(hf)
         assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), back.state_dict().values()))
     # Conv1D stores (in, out): the transpose of nn.Linear
@@ -92,7 +92,7 @@ def test_from_hf_loads_a_local_directory(tmp_path):
     with torch.no_grad():
         expected = hf(idx).logits
         for where in (tmp_path / "gpt2-like", str(tmp_path / "gpt2-like")):
-            torch.testing.assert_close(GPT.from_hf(where).eval()(idx)[0], expected, atol=1e-5, rtol=0)
+            torch.testing.assert_close(GPT.from_hf(where).eval()(idx)[0], expected)
 
 
 def test_hub_name_offline_is_a_one_line_error_naming_the_local_option(monkeypatch, tmp_path):
@@ -231,7 +231,7 @@ def test_kv_cache_gives_the_same_logits_as_one_pass():
             model(idx[:, a:b], kv_cache=cache)[0] for a, b in [(0, 7), (7, 8), (8, 20), (20, 21), (21, 32)]
         ]
     assert cache.pos == 32
-    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full)
     with pytest.raises(ValueError, match="block_size=32"):
         model(idx[:, :1], kv_cache=cache)
 

@@ -44,3 +44,13 @@ def test_notebook_has_a_title_and_summary(path):
     first = "".join(nb["cells"][0]["source"])
     assert first.startswith("# "), f"{path.name}: the first cell must be the chapter title"
     assert "\n> " in first, f"{path.name}: the title cell needs a '> summary' line (the module docstring)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_nbval_markers_are_cell_tags(path):
+    """nbval's markers are cell tags, not comments a reader of the site would see."""
+    _, cells = code_cells(path)
+    comments = [c["execution_count"] for c in cells if "# NBVAL_" in "".join(c["source"])]
+    assert not comments, f"{path.name}: cells {comments} use a '# NBVAL_' comment; use the cell tag instead"
+    tags = {t for c in cells for t in c["metadata"].get("tags", []) if t.startswith("nbval")}
+    assert tags <= {"nbval-ignore-output", "nbval-skip"}, f"{path.name}: unknown nbval tags {tags}"
