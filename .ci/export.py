@@ -10,6 +10,7 @@ and a module exported twice is caught instead of silently appended to.
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -34,6 +35,32 @@ def module_maker(dest, name, nb_path, is_new=True, **kwargs) -> ModuleMaker:
     return ModuleMaker(dest, name, nb_path, is_new=is_new or not exists, **kwargs)
 
 
+def formatted(text: str, name: str) -> str:
+    """`text` as ruff formats gptlib/`name` (the project's settings), so the generated modules
+    read as well as hand-written ones and `ruff format --check` passes on them."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "format",
+            "--stdin-filename",
+            f"{PACKAGE}/{name}",
+            "-",
+        ],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    if result.returncode:
+        sys.exit(
+            f"ruff cannot format the exported {PACKAGE}/{name}: {result.stderr.strip()}"
+        )
+    return result.stdout
+
+
 def export_to(root: Path, work: Path) -> dict[str, str]:
     """Export every chapter of `root` into `work/gptlib`; return {module file: notebook}."""
     origin: dict[str, str] = {}
@@ -50,7 +77,9 @@ def export_to(root: Path, work: Path) -> dict[str, str]:
         for module in sorted(lib.glob("*.py")):
             if module.name in origin or module.name in HAND_WRITTEN:
                 first = origin.get(module.name, "the hand-written package")
-                sys.exit(f"{PACKAGE}/{module.name} is exported by both {first} and notebooks/{nb.name}")
+                sys.exit(
+                    f"{PACKAGE}/{module.name} is exported by both {first} and notebooks/{nb.name}"
+                )
             origin[module.name] = f"notebooks/{nb.name}"
             shutil.move(str(module), work / module.name)
     return origin
@@ -58,7 +87,9 @@ def export_to(root: Path, work: Path) -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only compare, change nothing")
+    parser.add_argument(
+        "--check", action="store_true", help="only compare, change nothing"
+    )
     args = parser.parse_args()
     package = ROOT / PACKAGE
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +98,7 @@ def main() -> int:
         problems = []
         for name, nb in origin.items():
             target = package / name
-            fresh = (work / name).read_text(encoding="utf-8")
+            fresh = formatted((work / name).read_text(encoding="utf-8"), name)
             if not target.exists() or target.read_text(encoding="utf-8") != fresh:
                 if args.check:
                     state = "is missing" if not target.exists() else "differs from"
@@ -78,14 +109,19 @@ def main() -> int:
         for stale in sorted(package.glob("*.py")):
             if stale.name not in origin and stale.name not in HAND_WRITTEN:
                 if args.check:
-                    problems.append(f"{PACKAGE}/{stale.name} is not exported by any notebook")
+                    problems.append(
+                        f"{PACKAGE}/{stale.name} is not exported by any notebook"
+                    )
                 else:
                     stale.unlink()
                     print(f"removed {PACKAGE}/{stale.name} (no notebook exports it)")
     if problems:
         for line in problems:
             print(line, file=sys.stderr)
-        print("gptlib is generated: edit the notebook, then run `make export`.", file=sys.stderr)
+        print(
+            "gptlib is generated: edit the notebook, then run `make export`.",
+            file=sys.stderr,
+        )
         return 1
     if args.check:
         print(f"{PACKAGE}/ is in sync with {len(origin)} exported modules")

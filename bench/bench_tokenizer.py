@@ -32,7 +32,8 @@ import warnings
 
 import tiktoken
 
-from gptlib.data import EOT, generate_stories, shared_data_dir
+from gptlib.data import EOT, shared_data_dir
+from gptlib.stories import generate_stories
 from gptlib.tokenizer import (
     GPT2_PATTERN,
     gpt2_bytes_to_unicode,

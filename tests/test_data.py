@@ -9,14 +9,15 @@ import time
 import datasets
 import pytest
 
-from gptlib import data
-from gptlib.data import DataSourceError, generate_stories, generate_story, load_corpus, split_documents
+from gptlib import data, stories
+from gptlib.data import DataSourceError, load_corpus, split_documents
+from gptlib.stories import generate_stories, generate_story
 
 # ---------------------------------------------------------------- the story generator
 
 
 def test_story_is_deterministic_across_processes():
-    code = "from gptlib.data import generate_story; print(generate_story(123, seed=7))"
+    code = "from gptlib.stories import generate_story; print(generate_story(123, seed=7))"
     runs = [
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout
@@ -49,10 +50,10 @@ def sample():
 
 
 def test_small_vocabulary_but_diverse_text(sample):
-    vocab = {w for s in sample for w in data.words(s)}
+    vocab = {w for s in sample for w in stories.words(s)}
     assert 300 <= len(vocab) <= 1500, len(vocab)  # "several hundred words"
-    assert data.ngram_diversity(sample, 1) < 0.01  # words repeat all the time ...
-    assert data.ngram_diversity(sample, 16) > 0.5  # ... but long passages rarely do
+    assert stories.ngram_diversity(sample, 1) < 0.01  # words repeat all the time ...
+    assert stories.ngram_diversity(sample, 16) > 0.5  # ... but long passages rarely do
 
 
 def test_stories_are_whole_and_well_formed(sample):
@@ -70,7 +71,7 @@ def test_stories_keep_their_cast_consistent():
     for i in range(500):
         story = generate_story(i)
         first_sentences = " ".join(story.split(". ")[:2])
-        names = set(data.GIRL_NAMES + data.BOY_NAMES + data.PET_NAMES)
+        names = set(stories.GIRL_NAMES + stories.BOY_NAMES + stories.PET_NAMES)
         hero = next(w for w in re.findall(r"[A-Z][a-z]+", first_sentences) if w in names)
         assert story.count(hero) >= 3, story
 
@@ -253,8 +254,8 @@ def test_describe_corpus_and_ngram_diversity():
     assert stats["documents"] == 2 and stats["words"] == 5 and stats["distinct_words"] == 4
     assert stats["words_per_document_max"] == 3
     assert stats["character_set"] == " !.ATacehst"
-    assert data.ngram_diversity(["a b a b"], 2) == pytest.approx(2 / 3)
-    assert data.ngram_diversity(["a b c"], 1) == 1.0
+    assert stories.ngram_diversity(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert stories.ngram_diversity(["a b c"], 1) == 1.0
 
 
 def test_plot_corpus_draws_both_panels():

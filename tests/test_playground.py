@@ -6,10 +6,10 @@ import html
 import pytest
 import torch
 
-from gptlib.data import generate_stories
 from gptlib.model import GPT, GPTConfig
 from gptlib.playground import STORY_MODEL, Playground, ProbabilityBars, find_checkpoints
 from gptlib.sampling import generate_text
+from gptlib.stories import generate_stories
 from gptlib.tokenizer import train_bpe
 
 

@@ -14,7 +14,6 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from gptlib.data import generate_stories
 from gptlib.model import GPT, GPTConfig
 from gptlib.sampling import (
     NGramBlocker,
@@ -33,6 +32,7 @@ from gptlib.sampling import (
     top_k_filter,
     top_p_filter,
 )
+from gptlib.stories import generate_stories
 from gptlib.tokenizer import train_bpe
 
 

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gptlib import tokenizer as T
-from gptlib.data import EOT, generate_stories
+from gptlib.data import EOT
+from gptlib.stories import generate_stories
 from gptlib.tokenizer import (
     GPT2_PATTERN,
     GPT4_PATTERN,
