@@ -48,8 +48,9 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# the tests, and every docstring example of gptlib run as a doctest
 test-unit: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) tests/
+	$(PY) -m pytest -n $(JOBS) --doctest-modules tests/ gptlib/
 
 # Every chapter re-run under nbval. Chapter 5 trains the story model on all cores, so it
 # runs alone; chapters 6+ sample from that model, so they run after it. The other groups

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .common import check_int
+
 
 # %% ../notebooks/02_attention.ipynb #76c11711
 def causal_mask(t_q: int, t_k: int | None = None, device=None) -> torch.Tensor:
@@ -249,10 +251,9 @@ class KVCache:
     def __init__(
         self, n_layer, batch_size, n_head, head_dim, max_len, device=None, dtype=None
     ):
-        for name, value in (("n_layer", n_layer), ("batch_size", batch_size), ("n_head", n_head),
-                            ("head_dim", head_dim), ("max_len", max_len)):  # fmt: skip
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"KVCache {name}={value!r} must be a positive integer")
+        sizes = dict(n_layer=n_layer, batch_size=batch_size, n_head=n_head)
+        for name, value in dict(sizes, head_dim=head_dim, max_len=max_len).items():
+            check_int(f"KVCache {name}", value, low=1)
         self.n_layer, self.max_len = n_layer, max_len
         shape = (n_layer, batch_size, n_head, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)

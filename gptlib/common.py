@@ -2,6 +2,7 @@
 
 # %% auto #0
 __all__ = [
+    "HOME_ENV",
     "short_repr",
     "first_line",
     "check_int",
@@ -9,6 +10,8 @@ __all__ = [
     "unreachable",
     "write_atomically",
     "eval_mode",
+    "checkout_root",
+    "gptlib_home",
 ]
 
 # %% ../notebooks/00_data.ipynb #562863e5
@@ -19,6 +22,8 @@ import reprlib
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
+
+import platformdirs
 
 _SHORT = (
     reprlib.Repr()
@@ -148,3 +153,26 @@ def eval_mode(model):
         yield model
     finally:
         model.train(was_training)
+
+
+HOME_ENV = "GPTLIB_HOME"
+
+
+def checkout_root() -> Path | None:
+    """The repository gptlib runs from (the folder with its pyproject.toml and notebooks/),
+    or None for an installed gptlib (section 0.3)."""
+    root = Path(__file__).resolve().parent.parent
+    is_checkout = (root / "notebooks").is_dir() and (root / "pyproject.toml").is_file()
+    return root if is_checkout else None
+
+
+def gptlib_home() -> Path:
+    """The folder where gptlib keeps what it makes when no path is given: `$GPTLIB_HOME`;
+    else the repository, when gptlib runs from a checkout (the notebooks find what the
+    earlier chapters made); else the user's data folder, e.g. ~/.local/share/gptlib.
+    Never the installed package's folder (section 0.3)."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser().resolve()
+    return checkout_root() or Path(
+        platformdirs.user_data_dir("gptlib", appauthor=False)
+    )

@@ -19,7 +19,6 @@ __all__ = [
 ]
 
 # %% ../notebooks/00_data.ipynb #487d4b3d
-import importlib.util
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -28,7 +27,7 @@ from pathlib import Path
 import datasets
 from datasets.fingerprint import Hasher
 
-from .common import unreachable
+from .common import checkout_root, unreachable
 from .stories import generate_stories, words
 
 # %% ../notebooks/00_data.ipynb #033513e2
@@ -177,7 +176,7 @@ def load_corpus(
     `sets`: keep only these SlimPajama source sets (hub or a local file of that shape).
     `text_split`: how a .txt file is cut into documents (see `split_documents`).
 
-    >>> load_corpus("stories", n_stories=3)["text"][0] == generate_story(0)
+    >>> load_corpus("stories", n_stories=3)["text"][0] == generate_stories(1)[0]
     True
     """
     if split not in ("train", "validation", "test"):
@@ -251,10 +250,10 @@ def load_corpus(
 def shared_data_dir() -> Path | None:
     """The folder of real sample files (`$GPTLIB_SHARED_DATA`, default `../shared/data`
     beside the project); None when it is absent (section 0.3)."""
-    package = Path(importlib.util.find_spec("gptlib").origin).resolve().parent
-    default = package.parent.parent / "shared" / "data"
-    path = Path(os.environ.get("GPTLIB_SHARED_DATA", default))
-    return path if path.is_dir() else None
+    root = checkout_root()
+    default = root.parent / "shared" / "data" if root else None
+    path = os.environ.get("GPTLIB_SHARED_DATA") or default
+    return Path(path) if path and Path(path).is_dir() else None
 
 
 # %% ../notebooks/00_data.ipynb #b9bf51b7
