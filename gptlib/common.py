@@ -16,6 +16,7 @@ __all__ = [
 
 # %% ../notebooks/00_data.ipynb #562863e5
 import contextlib
+import importlib.util
 import math
 import os
 import reprlib
@@ -161,7 +162,7 @@ HOME_ENV = "GPTLIB_HOME"
 def checkout_root() -> Path | None:
     """The repository gptlib runs from (the folder with its pyproject.toml and notebooks/),
     or None for an installed gptlib (section 0.3)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(importlib.util.find_spec("gptlib").origin).resolve().parent.parent
     is_checkout = (root / "notebooks").is_dir() and (root / "pyproject.toml").is_file()
     return root if is_checkout else None
 
