@@ -31,7 +31,12 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1280, "height": 800}
 MATH_PAGE = "notebooks/02_attention.html"
 # what a page must not point at: jupyter-book's default repository, a stand-in for a real one
-PLACEHOLDERS = ("github.com/executablebooks", "example.com", "github.com/your", "github.com/username")
+PLACEHOLDERS = (
+    "github.com/executablebooks",
+    "example.com",
+    "github.com/your",
+    "github.com/username",
+)
 
 
 def toc_pages() -> list[str]:
@@ -55,9 +60,15 @@ def toc_pages() -> list[str]:
 
 def build_site(out: Path) -> Path:
     """MathJax into book/_static (if missing), then the site into `out`; its html folder."""
-    fetch = subprocess.run([sys.executable, str(ROOT / ".ci" / "mathjax.py")], capture_output=True, text=True)
+    fetch = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "mathjax.py")],
+        capture_output=True,
+        text=True,
+    )
     if fetch.returncode:
-        pytest.fail(f"could not put MathJax into book/_static/mathjax:\n{fetch.stdout}{fetch.stderr}")
+        pytest.fail(
+            f"could not put MathJax into book/_static/mathjax:\n{fetch.stdout}{fetch.stderr}"
+        )
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     build = subprocess.run(
         [str(jupyter_book), "build", str(ROOT), "--path-output", str(out), "--quiet"],
@@ -79,7 +90,9 @@ def site(tmp_path_factory) -> Path:
         return build_site(tmp_path_factory.mktemp("site"))
     from filelock import FileLock
 
-    common = tmp_path_factory.getbasetemp().parent  # the same folder for every worker of this session
+    common = (
+        tmp_path_factory.getbasetemp().parent
+    )  # the same folder for every worker of this session
     out, done = common / "site", common / "site.built"
     with FileLock(str(common / "site.lock")):
         if not done.is_file():
@@ -91,12 +104,15 @@ def site(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+        "playwright.sync_api",
+        reason="playwright is not installed (pip install playwright)",
     )
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is missing: `make browser` (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
         try:
             yield chromium
         finally:
@@ -134,14 +150,22 @@ def test_math_is_typeset_offline(site, browser):
     view = Offline(browser, site, MATH_PAGE)
     page = view.page
     try:
-        script = page.evaluate("() => document.querySelector('script[src*=\"tex-mml-chtml\"]')?.src")
-        assert script and script.startswith("file://"), f"MathJax is not loaded from the site: {script}"
+        script = page.evaluate(
+            "() => document.querySelector('script[src*=\"tex-mml-chtml\"]')?.src"
+        )
+        assert script and script.startswith("file://"), (
+            f"MathJax is not loaded from the site: {script}"
+        )
         started = "() => window.MathJax && MathJax.startup && MathJax.startup.promise"
         try:
             page.wait_for_function(started, timeout=30_000)
         except Exception:
-            pytest.fail(f"MathJax did not start from {script} (is book/_static/mathjax/ there?)")
-        page.evaluate("() => MathJax.startup.promise.then(() => document.fonts.ready).then(() => true)")
+            pytest.fail(
+                f"MathJax did not start from {script} (is book/_static/mathjax/ there?)"
+            )
+        page.evaluate(
+            "() => MathJax.startup.promise.then(() => document.fonts.ready).then(() => true)"
+        )
         state = page.evaluate(
             r"""() => {
                 const main = document.querySelector('main article') || document.querySelector('main');
@@ -169,7 +193,9 @@ def test_math_is_typeset_offline(site, browser):
     assert state["containers"] >= state["math"], state
     assert not state["untypeset"], f"math left as TeX: {state['untypeset']}"
     assert not state["raw"], f"raw TeX delimiters in the visible text: {state['raw']}"
-    assert state["fonts_loaded"] and not state["fonts_failed"], f"MathJax fonts: {state}"
+    assert state["fonts_loaded"] and not state["fonts_failed"], (
+        f"MathJax fonts: {state}"
+    )
     assert not view.requested, f"the page tried the network: {view.requested}"
 
 
@@ -202,7 +228,9 @@ def overflowing(browser, site: Path, selector: str) -> list[str]:
         view = Offline(browser, site, name)
         try:
             for pre in view.page.evaluate(OVERFLOW_JS, selector):
-                lines = "".join(f"\n      {len(line):3d} cols: {line}" for line in pre["wide"])
+                lines = "".join(
+                    f"\n      {len(line):3d} cols: {line}" for line in pre["wide"]
+                )
                 found.append(
                     f"{name}: cell {pre['first'][:70]!r} is {pre['excess']}px too wide "
                     f"(room for {pre['columns']} columns){lines}"
@@ -220,13 +248,17 @@ def overflowing(browser, site: Path, selector: str) -> list[str]:
 def test_code_cells_fit_the_page(site, browser):
     # code: notebook cell inputs and the code blocks of the text, not the outputs (next test)
     found = overflowing(browser, site, "pre:not(.cell_output pre)")
-    assert not found, f"{len(found)} code blocks run past the right edge at 1280x800:\n" + "\n".join(found)
+    assert not found, (
+        f"{len(found)} code blocks run past the right edge at 1280x800:\n"
+        + "\n".join(found)
+    )
 
 
 def test_long_outputs_wrap(site, browser):
     found = overflowing(browser, site, ".cell_output pre")
-    assert not found, "outputs run past the right edge at 1280x800 (book/_static/custom.css):\n" + "\n".join(
-        found
+    assert not found, (
+        "outputs run past the right edge at 1280x800 (book/_static/custom.css):\n"
+        + "\n".join(found)
     )
 
 
@@ -248,7 +280,13 @@ def test_pages_load_nothing_from_the_web(site):
         parser = Tags()
         parser.feed(page.read_text(encoding="utf-8"))
         for tag, attrs in parser.tags:
-            url = attrs.get("src", "") if tag == "script" else attrs.get("href", "") if tag == "link" else ""
+            url = (
+                attrs.get("src", "")
+                if tag == "script"
+                else attrs.get("href", "")
+                if tag == "link"
+                else ""
+            )
             if url.startswith(("http://", "https://", "//")):
                 problems.append(f"{name}: <{tag}> loads {url}")
             for value in attrs.values():
@@ -259,7 +297,38 @@ def test_pages_load_nothing_from_the_web(site):
     parser = Tags()
     parser.feed((site / MATH_PAGE).read_text(encoding="utf-8"))
     scripts = [
-        attrs["src"] for tag, attrs in parser.tags if tag == "script" and "mathjax" in attrs.get("src", "")
+        attrs["src"]
+        for tag, attrs in parser.tags
+        if tag == "script" and "mathjax" in attrs.get("src", "")
     ]
     assert len(scripts) == 1, scripts
-    assert (site / MATH_PAGE).parent.joinpath(scripts[0].split("?")[0]).resolve().is_file(), scripts
+    assert (
+        (site / MATH_PAGE).parent.joinpath(scripts[0].split("?")[0]).resolve().is_file()
+    ), scripts
+
+
+def test_pages_show_no_tool_directives(site):
+    """nbdev's `#| export` lines and nbval comments stay in the notebooks, off the site
+    (book/_ext/reader_view.py), while the code of exported cells is still shown."""
+    shown = []
+    for page in toc_pages():
+        text = (site / page).read_text(encoding="utf-8")
+        shown += [
+            f"{page}: {d}"
+            for d in ("#| export", "#| default_exp", "NBVAL_")
+            if d in text
+        ]
+    assert not shown, shown
+    assert 'class="nf">causal_mask<' in (site / MATH_PAGE).read_text(
+        encoding="utf-8"
+    )  # def causal_mask
+
+
+def test_reader_view_strips_only_directives():
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    from reader_view import strip_directives
+
+    cell = (
+        "#| export tokenizer\n# a comment stays\nx = 1  #| not at line start\n#| hide\n"
+    )
+    assert strip_directives(cell) == "# a comment stays\nx = 1  #| not at line start\n"
