@@ -61,9 +61,11 @@ NB_STORY := $(wildcard notebooks/05_*.ipynb)
 NB_LATER := $(wildcard notebooks/0[6-9]_*.ipynb notebooks/[1-9][0-9]_*.ipynb)
 # appendix notebooks of the book, run with the first group
 NB_BOOK  := book/pytorch_primer.ipynb
+# worked solutions to the chapters' exercises (each a few seconds), run with the first group
+NB_SOLUTIONS := $(wildcard notebooks/solutions/*.ipynb)
 
 test-notebooks: $(STAMP)
-	$(NBVAL) -n $(JOBS) --dist loadfile $(NB_FIRST) $(NB_BOOK)
+	$(NBVAL) -n $(JOBS) --dist loadfile $(NB_FIRST) $(NB_BOOK) $(NB_SOLUTIONS)
 	$(if $(NB_STORY),$(NBVAL) $(NB_STORY))
 	$(if $(NB_LATER),$(NBVAL) -n $(JOBS) --dist loadfile $(NB_LATER))
 
@@ -76,7 +78,7 @@ test-notebooks: $(STAMP)
 PORTABLE ?= ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test-portable: $(STAMP)
-	$(PORTABLE) $(NBVAL) -n $(JOBS) --dist loadfile $(NB_FIRST) $(NB_BOOK)
+	$(PORTABLE) $(NBVAL) -n $(JOBS) --dist loadfile $(NB_FIRST) $(NB_BOOK) $(NB_SOLUTIONS)
 	$(if $(NB_STORY),$(PORTABLE) $(NBVAL) $(NB_STORY))
 	$(if $(NB_LATER),$(PORTABLE) $(NBVAL) -n $(JOBS) --dist loadfile $(NB_LATER))
 

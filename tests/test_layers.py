@@ -19,6 +19,7 @@ LAYERS = [
     ("common", "00"),
     ("stories", "00"),
     ("data", "00"),
+    ("bpe", "01"),
     ("tokenizer", "01"),
     ("gpt2_tokenizer", "01"),
     ("attention", "02"),
@@ -30,18 +31,24 @@ LAYERS = [
     ("shards", "05"),
     ("config", "05"),
     ("checkpoint", "05"),
+    ("records", "05"),
     ("train", "05"),
     ("evaluate", "05"),
     ("story", "05"),
     ("commands", "05"),
+    ("logits", "06"),
     ("sampling", "06"),
     ("beam", "06"),
+    ("sample", "06"),
     ("playground", "07"),
     ("__main__", "07"),
 ]
 ORDER = {name: i for i, (name, _) in enumerate(LAYERS)}
 # what samples or plays never imports what trains
-NEVER = {name: {"train", "commands"} for name in ("sampling", "beam", "playground")}
+NEVER = {
+    name: {"train", "commands"}
+    for name in ("logits", "sampling", "beam", "sample", "playground")
+}
 MAX_LINES = 450
 DATA_TABLES = {"stories"}  # story templates and word lists: long by nature
 
