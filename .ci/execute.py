@@ -39,8 +39,15 @@ def merge_streams(outputs: list) -> list:
 def execute(path: Path, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-    nb.metadata.pop("widgets", None)  # widget state: the site would fetch its manager from a CDN
+    NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
+    nb.metadata.pop(
+        "widgets", None
+    )  # widget state: the site would fetch its manager from a CDN
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":

@@ -42,7 +42,9 @@ PREFIX = "package/es5/"
 
 
 def registry_url() -> str:
-    registry = os.environ.get("npm_config_registry") or os.environ.get("NPM_CONFIG_REGISTRY")
+    registry = os.environ.get("npm_config_registry") or os.environ.get(
+        "NPM_CONFIG_REGISTRY"
+    )
     registry = (registry or "https://registry.npmjs.org/").rstrip("/")
     return f"{registry}/mathjax/-/mathjax-{VERSION}.tgz"
 
@@ -64,7 +66,9 @@ def check_integrity(data: bytes, source: str) -> None:
     algorithm, _, expected = INTEGRITY.partition("-")
     actual = base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
     if actual != expected:
-        sys.exit(f"mathjax: {source} is not mathjax@{VERSION}: {algorithm} {actual} != {expected}")
+        sys.exit(
+            f"mathjax: {source} is not mathjax@{VERSION}: {algorithm} {actual} != {expected}"
+        )
 
 
 def target(name: str) -> str | None:
@@ -77,7 +81,9 @@ def target(name: str) -> str | None:
     parts = rest.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return None
-    if any(rest == keep or (keep.endswith("/") and rest.startswith(keep)) for keep in KEEP):
+    if any(
+        rest == keep or (keep.endswith("/") and rest.startswith(keep)) for keep in KEEP
+    ):
         return rest
     return None
 
@@ -101,11 +107,17 @@ def unpack(data: bytes, dest: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tarball", type=Path, help="a local mathjax tarball instead of the registry's")
+    parser.add_argument(
+        "--tarball", type=Path, help="a local mathjax tarball instead of the registry's"
+    )
     args = parser.parse_args()
 
     stamp = f"{VERSION} {INTEGRITY}\n"
-    if (DEST / STAMP).is_file() and (DEST / STAMP).read_text() == stamp and (DEST / COMPONENT).is_file():
+    if (
+        (DEST / STAMP).is_file()
+        and (DEST / STAMP).read_text() == stamp
+        and (DEST / COMPONENT).is_file()
+    ):
         return  # already in place
     if args.tarball:
         source, data = str(args.tarball), args.tarball.read_bytes()

@@ -44,7 +44,9 @@ def rss_mib() -> float:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )  # Linux reports KiB
 
 
 def one_pass(path: str, T: int, q, k, v, backward: bool) -> None:
@@ -65,9 +67,14 @@ def child(path: str, T: int, backward: bool, threads: int) -> dict:
     with torch.set_grad_enabled(
         backward
     ):  # first calls initialise the kernels' libraries: not the pass's memory
-        small = [torch.randn(1, HEADS, 16, HEAD_DIM, requires_grad=backward) for _ in range(3)]
+        small = [
+            torch.randn(1, HEADS, 16, HEAD_DIM, requires_grad=backward)
+            for _ in range(3)
+        ]
         one_pass(path, 16, *small, backward)
-    q, k, v = (torch.randn(1, HEADS, T, HEAD_DIM, requires_grad=backward) for _ in range(3))
+    q, k, v = (
+        torch.randn(1, HEADS, T, HEAD_DIM, requires_grad=backward) for _ in range(3)
+    )
     before, peak_before = rss_mib(), peak_rss_mib()
     with torch.set_grad_enabled(backward):
         one_pass(path, T, q, k, v, backward)
@@ -89,7 +96,16 @@ def child(path: str, T: int, backward: bool, threads: int) -> dict:
 
 
 def run_child(path: str, T: int, backward: bool, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", path, str(T), str(int(backward)), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        path,
+        str(T),
+        str(int(backward)),
+        "--threads",
+        str(threads),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -98,7 +114,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 2048])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--child", nargs=3, metavar=("PATH", "T", "BACKWARD"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("PATH", "T", "BACKWARD"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         path, T, backward = args.child
@@ -108,7 +126,11 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            cpu = next(
+                line.split(":", 1)[1].strip()
+                for line in f
+                if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     print(
@@ -121,7 +143,11 @@ def main() -> None:
     )
     print("|---:" * 12 + "|")
     for T in args.lengths:
-        r = {(p, b): run_child(p, T, b, args.threads) for p in ("explicit", "sdpa") for b in (False, True)}
+        r = {
+            (p, b): run_child(p, T, b, args.threads)
+            for p in ("explicit", "sdpa")
+            for b in (False, True)
+        }
 
         def mem(p, b, r=r):
             m = r[(p, b)]

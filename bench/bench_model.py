@@ -2,7 +2,7 @@
 
     python bench/bench_model.py [--presets nano micro tinystories-33m] [--threads N] [--repeats 7]
 
-For each preset (batch and context below), both models get the same weights (`GPT.to_hf`)
+For each preset (batch and context below), both models get the same weights (`gpt_to_hf`)
 and the same tokens, fp32. Two passes are timed:
 
 * train step: forward, the same cross-entropy on the logits, backward;
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 import transformers
 
 from gptlib.model import GPT, preset
+from gptlib.pretrained import gpt_to_hf
 
 SHAPES = {  # preset: (batch, context)
     "nano": (16, 128),
@@ -44,7 +45,7 @@ def train_step(forward, params, idx, targets) -> None:
 def measure(name: str, repeats: int) -> dict:
     torch.manual_seed(0)
     ours = GPT(preset(name))
-    theirs = ours.to_hf()
+    theirs = gpt_to_hf(ours)
     batch, context = SHAPES[name]
     idx = torch.randint(0, ours.config.vocab_size, (batch, context))
     targets = torch.randint(0, ours.config.vocab_size, (batch, context))
@@ -53,7 +54,9 @@ def measure(name: str, repeats: int) -> dict:
         "transformers": (lambda x: theirs(x).logits, list(theirs.parameters())),
     }
     with torch.no_grad():
-        assert torch.allclose(models["gptlib"][0](idx), models["transformers"][0](idx), atol=1e-4)
+        assert torch.allclose(
+            models["gptlib"][0](idx), models["transformers"][0](idx), atol=1e-4
+        )
     times = {(who, what): [] for who in models for what in ("train", "forward")}
     for i in range(repeats + 1):  # the first round warms up
         for who, (forward, params) in models.items():
@@ -72,7 +75,10 @@ def measure(name: str, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--presets", nargs="+", default=["nano", "micro", "tinystories-33m"], choices=list(SHAPES)
+        "--presets",
+        nargs="+",
+        default=["nano", "micro", "tinystories-33m"],
+        choices=list(SHAPES),
     )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=7)
@@ -83,7 +89,9 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
         f"transformers {transformers.__version__}; median of {args.repeats}, fp32\n"
     )
-    print("| preset (batch x context) | pass | gptlib ms | transformers ms | transformers / gptlib |")
+    print(
+        "| preset (batch x context) | pass | gptlib ms | transformers ms | transformers / gptlib |"
+    )
     print("|---|---|---:|---:|---:|")
     for name in args.presets:
         t = measure(name, args.repeats)

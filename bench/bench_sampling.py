@@ -4,7 +4,7 @@ Greedy decoding in tokens per second:
   * gptlib's `generate` without the KV cache and with it, and
   * gptlib's `generate` with the cache, the model as chapter 4 builds it and in
     `decode_layout` (section 6.11, what `gptlib sample` uses on CPU), against `transformers`'
-    `generate` on the very same weights (converted with `GPT.to_hf`, chapter 4),
+    `generate` on the very same weights (converted with `gpt_to_hf`, chapter 4),
 for two models with random weights (the speed does not depend on them): the story model's
 shape (4 layers, 128 wide, vocabulary 1024) and GPT-2 124M's shape. Both get a context of
 1088 positions so that a 64-token prompt plus 1024 new tokens never fills the window: this
@@ -30,7 +30,9 @@ from functools import partial
 import torch
 
 from gptlib.model import GPT, preset
-from gptlib.sampling import decode_layout, generate
+from gptlib.pretrained import gpt_to_hf
+from gptlib.sample import decode_layout
+from gptlib.sampling import generate
 
 PROMPT = 64
 CONTEXT = 1088  # PROMPT + 1024 new tokens fit
@@ -58,10 +60,19 @@ def hf_generate(hf, idx: torch.Tensor, n: int) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--new", type=int, nargs="+", default=[256, 1024], help="new tokens per run")
+    parser.add_argument(
+        "--new", type=int, nargs="+", default=[256, 1024], help="new tokens per run"
+    )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="1: fastest for both on a small, shared CPU")
-    parser.add_argument("--quick", action="store_true", help="64 and 128 new tokens, one repeat")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="1: fastest for both on a small, shared CPU",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="64 and 128 new tokens, one repeat"
+    )
     args = parser.parse_args()
     if args.quick:
         args.new, args.repeats = [64, 128], 1
@@ -71,7 +82,10 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
           f"torch {torch.__version__}, transformers {transformers.__version__}")  # fmt: skip
     models = {
-        "story model's shape": (preset("nano", vocab_size=1024, n_embd=128, block_size=CONTEXT), True),
+        "story model's shape": (
+            preset("nano", vocab_size=1024, n_embd=128, block_size=CONTEXT),
+            True,
+        ),
         "GPT-2 124M's shape": (preset("gpt2", block_size=CONTEXT), False),
     }
     rows = []
@@ -79,10 +93,15 @@ def main() -> None:
         torch.manual_seed(0)
         model = GPT(config).eval()
         name = f"{name} ({model.num_params() / 1e6:.1f}M)"
-        hf = model.to_hf().eval()
+        hf = gpt_to_hf(model).eval()
         columns = decode_layout(copy.deepcopy(model))
         hf.generation_config.eos_token_id = None  # random weights: never stop early
-        idx = torch.randint(0, config.vocab_size, (1, PROMPT), generator=torch.Generator().manual_seed(1))
+        idx = torch.randint(
+            0,
+            config.vocab_size,
+            (1, PROMPT),
+            generator=torch.Generator().manual_seed(1),
+        )
         generate(model, idx, 8, temperature=0), hf_generate(hf, idx, 8)  # warm up both
         for n in args.new:
             runs = {
@@ -92,14 +111,35 @@ def main() -> None:
             }
             best, out = best_of(runs, args.repeats)
             no_cache = None
-            if with_no_cache:  # one run: minutes at 1024 tokens, and far from the others anyway
+            if (
+                with_no_cache
+            ):  # one run: minutes at 1024 tokens, and far from the others anyway
                 plain, plain_out = best_of(
-                    {"plain": partial(generate, model, idx, n, temperature=0, use_cache=False)}, 1
+                    {
+                        "plain": partial(
+                            generate, model, idx, n, temperature=0, use_cache=False
+                        )
+                    },
+                    1,
                 )
-                assert torch.equal(plain_out["plain"], out["ours"]), "the cache changed the greedy tokens"
+                assert torch.equal(plain_out["plain"], out["ours"]), (
+                    "the cache changed the greedy tokens"
+                )
                 no_cache = n / plain["plain"]
-            same = torch.equal(out["theirs"], out["ours"]) and torch.equal(out["columns"], out["ours"])
-            rows.append((name, n, no_cache, n / best["ours"], n / best["columns"], n / best["theirs"], same))
+            same = torch.equal(out["theirs"], out["ours"]) and torch.equal(
+                out["columns"], out["ours"]
+            )
+            rows.append(
+                (
+                    name,
+                    n,
+                    no_cache,
+                    n / best["ours"],
+                    n / best["columns"],
+                    n / best["theirs"],
+                    same,
+                )
+            )
             print(f"  {name}, {n} tokens: done", flush=True)
 
     print()

@@ -32,17 +32,11 @@ import warnings
 
 import tiktoken
 
+from gptlib.bpe import GPT2_PATTERN, learn_merges_naive, training_chunks
 from gptlib.data import EOT, shared_data_dir
+from gptlib.gpt2_tokenizer import gpt2_bytes_to_unicode, load_gpt2_tokenizer
 from gptlib.stories import generate_stories
-from gptlib.tokenizer import (
-    GPT2_PATTERN,
-    gpt2_bytes_to_unicode,
-    learn_merges_naive,
-    load_gpt2_tokenizer,
-    train_bpe,
-    train_bpe_naive,
-    training_chunks,
-)
+from gptlib.tokenizer import train_bpe, train_bpe_naive
 
 
 def corpus(mb: float) -> tuple[list[str], str]:
@@ -67,7 +61,9 @@ def corpus(mb: float) -> tuple[list[str], str]:
             size += len(story.encode("utf-8"))
     parts.append("generated stories")
     # interleave, so that every slice of the list is a sample of the whole
-    docs = [docs[i] for i in sorted(range(len(docs)), key=lambda i: (i * 7919) % len(docs))]
+    docs = [
+        docs[i] for i in sorted(range(len(docs)), key=lambda i: (i * 7919) % len(docs))
+    ]
     return docs, " + ".join(parts)
 
 
@@ -98,7 +94,9 @@ def hf_train(docs: list[str], vocab_size: int):
 def hf_gpt2(shared):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    tok = Tokenizer(models.BPE.from_file(str(shared / "encoder.json"), str(shared / "vocab.bpe")))
+    tok = Tokenizer(
+        models.BPE.from_file(str(shared / "encoder.json"), str(shared / "vocab.bpe"))
+    )
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     return tok
@@ -106,7 +104,11 @@ def hf_gpt2(shared):
 
 def naive_first_merges(docs: list[str], k: int) -> float:
     """Seconds per merge of the naive trainer on the whole corpus, over its first `k` merges."""
-    chunks = [list(c.encode("utf-8")) for part in training_chunks(docs, GPT2_PATTERN, (EOT,)) for c in part]
+    chunks = [
+        list(c.encode("utf-8"))
+        for part in training_chunks(docs, GPT2_PATTERN, (EOT,))
+        for c in part
+    ]
     t0 = time.perf_counter()
     learn_merges_naive(chunks, k)
     return (time.perf_counter() - t0) / k
@@ -114,22 +116,40 @@ def naive_first_merges(docs: list[str], k: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mb", type=float, default=10.0, help="training text, MB (default 10)")
-    parser.add_argument("--vocab", type=int, default=4096, help="vocabulary size (default 4096)")
-    parser.add_argument("--naive-fraction", type=float, default=0.005, help="naive trainer's slice (0.005)")
     parser.add_argument(
-        "--naive-full-merges", type=int, default=3, help="naive merges timed on the whole corpus"
+        "--mb", type=float, default=10.0, help="training text, MB (default 10)"
     )
-    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs (default 2)")
+    parser.add_argument(
+        "--vocab", type=int, default=4096, help="vocabulary size (default 4096)"
+    )
+    parser.add_argument(
+        "--naive-fraction",
+        type=float,
+        default=0.005,
+        help="naive trainer's slice (0.005)",
+    )
+    parser.add_argument(
+        "--naive-full-merges",
+        type=int,
+        default=3,
+        help="naive merges timed on the whole corpus",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="best of this many runs (default 2)"
+    )
     args = parser.parse_args()
     import tokenizers
 
     docs, what = corpus(args.mb)
     size = sum(len(d.encode("utf-8")) for d in docs)
     cores = os.cpu_count()
-    print(f"machine: {platform.machine()}, {cores} CPU cores, Python {platform.python_version()}, "
-          f"tiktoken {tiktoken.__version__}, tokenizers {tokenizers.__version__}")  # fmt: skip
-    print(f"corpus: {len(docs):,} documents, {size / 1e6:.2f} MB ({what}); vocabulary {args.vocab}")
+    print(
+        f"machine: {platform.machine()}, {cores} CPU cores, Python {platform.python_version()}, "
+        f"tiktoken {tiktoken.__version__}, tokenizers {tokenizers.__version__}"
+    )
+    print(
+        f"corpus: {len(docs):,} documents, {size / 1e6:.2f} MB ({what}); vocabulary {args.vocab}"
+    )
 
     # ---- training
     fast_s, ours = best_of(args.repeats, lambda: train_bpe(docs, args.vocab))
@@ -138,25 +158,38 @@ def main() -> None:
     byte_of = {ch: b for b, ch in gpt2_bytes_to_unicode().items()}
     hf_tokens = {bytes(byte_of[c] for c in t) for t in hf.get_vocab() if t != EOT}
     common = len(hf_tokens & set(ours.ranks))
-    print(f"tokenizers BpeTrainer: {hf_s:.2f} s, {hf.get_vocab_size()} tokens; {common} of our {len(ours.ranks)} "
-          "non-special tokens are among its tokens")  # fmt: skip
+    print(
+        f"tokenizers BpeTrainer: {hf_s:.2f} s, {hf.get_vocab_size()} tokens; {common} of our {len(ours.ranks)} "
+        "non-special tokens are among its tokens"
+    )
 
     step = max(1, round(1 / args.naive_fraction))
     piece = docs[::step]
     piece_size = sum(len(d.encode("utf-8")) for d in piece)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a small slice may allow fewer merges: we scale by the merges too
+        # a small slice may allow fewer merges: we scale by the merges too
+        warnings.simplefilter("ignore")
         slice_fast_s, slice_fast = best_of(1, lambda: train_bpe(piece, args.vocab))
-        naive_slice_s, slice_naive = best_of(1, lambda: train_bpe_naive(piece, args.vocab))
-    assert slice_naive.merges == slice_fast.merges, "the fast and naive trainers disagree"
-    print(f"naive on a {piece_size / 1e3:.0f} kB slice: {naive_slice_s:.1f} s for {len(slice_naive.merges)} merges "
-          f"(fast: {slice_fast_s:.2f} s, same merges)")  # fmt: skip
+        naive_slice_s, slice_naive = best_of(
+            1, lambda: train_bpe_naive(piece, args.vocab)
+        )
+    assert slice_naive.merges == slice_fast.merges, (
+        "the fast and naive trainers disagree"
+    )
+    print(
+        f"naive on a {piece_size / 1e3:.0f} kB slice: {naive_slice_s:.1f} s for {len(slice_naive.merges)} merges "
+        f"(fast: {slice_fast_s:.2f} s, same merges)"
+    )
     naive_by_slice = (
-        naive_slice_s * (size / piece_size) * (len(ours.merges) / max(len(slice_naive.merges), 1))
+        naive_slice_s
+        * (size / piece_size)
+        * (len(ours.merges) / max(len(slice_naive.merges), 1))
     )
     per_merge = naive_first_merges(docs, args.naive_full_merges)
     naive_by_merges = per_merge * len(ours.merges)
-    print(f"naive on the whole corpus: {per_merge:.1f} s per merge over its first {args.naive_full_merges}")
+    print(
+        f"naive on the whole corpus: {per_merge:.1f} s per merge over its first {args.naive_full_merges}"
+    )
     naive_s = min(naive_by_slice, naive_by_merges)
 
     # ---- encoding
@@ -170,17 +203,20 @@ def main() -> None:
         hf2 = hf_gpt2(shared)
         hf_batch = getattr(hf2, "encode_batch_fast", hf2.encode_batch)
         check = docs[:3000]
-        assert [e.ids for e in hf2.encode_batch(check)] == enc.encode_ordinary_batch(check), (
-            "GPT-2 ids differ"
-        )
+        assert [e.ids for e in hf2.encode_batch(check)] == enc.encode_ordinary_batch(
+            check
+        ), "GPT-2 ids differ"
         mb = size / 1e6
         t_tk1, _ = best_of(args.repeats, lambda: [enc.encode_ordinary(d) for d in docs])
         t_hf1, _ = best_of(args.repeats, lambda: [hf2.encode(d).ids for d in docs])
-        t_tkn, _ = best_of(args.repeats, lambda: enc.encode_ordinary_batch(docs, num_threads=cores))
+        t_tkn, _ = best_of(
+            args.repeats, lambda: enc.encode_ordinary_batch(docs, num_threads=cores)
+        )
         t_hfn, _ = best_of(args.repeats, lambda: hf_batch(docs))
         py_docs = docs[: max(1, len(docs) // 10)]
         py_mb = sum(len(d.encode("utf-8")) for d in py_docs) / 1e6
-        fresh = load_gpt2_tokenizer(shared / "gpt2.tiktoken")  # an empty cache of chunks
+        # an empty cache of chunks
+        fresh = load_gpt2_tokenizer(shared / "gpt2.tiktoken")
         t_py, _ = best_of(1, lambda: [fresh.encode_ordinary(d) for d in py_docs])
         rows = [
             ("one thread", mb / t_tk1, mb / t_hf1),
@@ -192,7 +228,9 @@ def main() -> None:
 
     # ---- the tables
     print()
-    print(f"Training a {args.vocab}-token vocabulary on {size / 1e6:.1f} MB ({cores}-core CPU):")
+    print(
+        f"Training a {args.vocab}-token vocabulary on {size / 1e6:.1f} MB ({cores}-core CPU):"
+    )
     print()
     print("| trainer | time | vs gptlib fast |")
     print("|---|---:|---:|")
@@ -200,13 +238,19 @@ def main() -> None:
     print(
         f"| Hugging Face `tokenizers` BpeTrainer (Rust, {cores} cores) | {hf_s:.1f} s | {hf_s / fast_s:.2f}x |"
     )
-    print(f"| gptlib `train_bpe_naive`, scaled from a {piece_size / 1e3:.0f} kB slice | {naive_by_slice / 3600:.1f} h "
-          f"| {naive_by_slice / fast_s:,.0f}x |")  # fmt: skip
-    print(f"| gptlib `train_bpe_naive`, scaled from its first merges on all of it | {naive_by_merges / 3600:.1f} h "
-          f"| {naive_by_merges / fast_s:,.0f}x |")  # fmt: skip
+    print(
+        f"| gptlib `train_bpe_naive`, scaled from a {piece_size / 1e3:.0f} kB slice | {naive_by_slice / 3600:.1f} h "
+        f"| {naive_by_slice / fast_s:,.0f}x |"
+    )
+    print(
+        f"| gptlib `train_bpe_naive`, scaled from its first merges on all of it | {naive_by_merges / 3600:.1f} h "
+        f"| {naive_by_merges / fast_s:,.0f}x |"
+    )
     print()
-    print(f"fast vs tokenizers: {fast_s / hf_s:.2f}x its time (goal: within 5x); "
-          f"fast vs naive: {naive_s / fast_s:,.0f}x faster (goal: at least 100x)")  # fmt: skip
+    print(
+        f"fast vs tokenizers: {fast_s / hf_s:.2f}x its time (goal: within 5x); "
+        f"fast vs naive: {naive_s / fast_s:,.0f}x faster (goal: at least 100x)"
+    )
     if rows:
         print()
         print(f"Encoding with GPT-2's vocabulary, MB/s ({cores}-core CPU):")

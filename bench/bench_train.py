@@ -2,7 +2,7 @@
 
     python bench/bench_train.py [--steps 5] [--repeats 5] [--threads N] [--layers 4 --dim 256 ...]
 
-The same GPT-2-shaped model (our GPT, and the same weights converted with `GPT.to_hf()`), the
+The same GPT-2-shaped model (our GPT, and the same weights converted with `gpt_to_hf`), the
 same batch, the same loss (cross-entropy on the logits), and the same AdamW (`configure_optimizer`:
 decay on matrices, fused where available), timed in alternation in one run so that both see
 the same machine load. A third row times gptlib's full `Trainer.train_step` (sampler, scaler,
@@ -20,8 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gptlib import train as T
+from gptlib import shards
+from gptlib.config import load_config
+from gptlib.device import fused_adamw_available
 from gptlib.model import GPT, GPTConfig
+from gptlib.pretrained import gpt_to_hf
+from gptlib.train import Trainer, configure_optimizer
 
 
 def loop_step(model, opt, x, y, hf: bool) -> float:
@@ -34,29 +38,36 @@ def loop_step(model, opt, x, y, hf: bool) -> float:
     return loss.item()
 
 
-def trainer_for(config: GPTConfig, batch: int, folder: Path) -> T.Trainer:
+def trainer_for(config: GPTConfig, batch: int, folder: Path) -> Trainer:
     """A Trainer of the same shape on random ids (the data preparation is skipped: it is not timed)."""
     data = folder / "data"
     overrides = [
-        f"data.dir={data}", f"training.out_dir={folder / 'run'}", f"data.vocab_size={config.vocab_size}",
-        f"model.n_layer={config.n_layer}", f"model.n_head={config.n_head}", f"model.n_embd={config.n_embd}",
-        f"model.block_size={config.block_size}", f"model.vocab_size={config.vocab_size}",
-        f"training.batch_size={batch}", "training.progress=false", "training.warmup_steps=0",
-        "training.lr=1e-4", "training.min_lr=1e-5", "training.max_steps=1000000", "training.resume=false",
-    ]  # fmt: skip
-    cfg = T.load_config(None, overrides)
+        f"data.dir={data}",
+        f"training.out_dir={folder / 'run'}",
+        f"data.vocab_size={config.vocab_size}",
+        f"model.n_layer={config.n_layer}",
+        f"model.n_head={config.n_head}",
+        f"model.n_embd={config.n_embd}",
+        f"model.block_size={config.block_size}",
+        f"model.vocab_size={config.vocab_size}",
+        f"training.batch_size={batch}",
+        *"training.progress=false training.warmup_steps=0 training.lr=1e-4".split(),
+        *"training.min_lr=1e-5 training.max_steps=1000000 training.resume=false".split(),
+    ]
+    cfg = load_config(None, overrides)
     data.mkdir(parents=True)
     ids = np.random.default_rng(0).integers(0, config.vocab_size, 200_000)
     for split in ("train", "val"):
-        T.write_shard(
+        shards.write_shard(
             data / f"{split}_000000.bin",
             ids,
             tokenizer="random",
             vocab_size=config.vocab_size,
             n_bytes=800_000,
         )
-    (data / "prepared.json").write_text(json.dumps(T._prepared_key(cfg.data)))
-    return T.Trainer(cfg)
+    # marked prepared, as prepare_data would (the preparation is not what is timed)
+    (data / "prepared.json").write_text(json.dumps(shards._prepared_key(cfg.data)))
+    return Trainer(cfg)
 
 
 def main() -> None:
@@ -68,7 +79,9 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=5, help="steps per timed round")
-    p.add_argument("--repeats", type=int, default=5, help="rounds, alternating the models")
+    p.add_argument(
+        "--repeats", type=int, default=5, help="rounds, alternating the models"
+    )
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args()
     if a.threads:
@@ -76,18 +89,26 @@ def main() -> None:
     import transformers
 
     config = GPTConfig(
-        vocab_size=a.vocab, block_size=a.context, n_layer=a.layers, n_head=a.heads, n_embd=a.dim
+        vocab_size=a.vocab,
+        block_size=a.context,
+        n_layer=a.layers,
+        n_head=a.heads,
+        n_embd=a.dim,
     )
     torch.manual_seed(0)
     ours = GPT(config).train()
-    hf = ours.to_hf().train()
+    hf = gpt_to_hf(ours).train()
     with torch.no_grad():  # the same function: same logits before any step
         x = torch.randint(0, a.vocab, (2, 16))
         torch.testing.assert_close(ours(x)[0], hf(x).logits, rtol=1e-4, atol=1e-4)
     attn = getattr(hf.config, "_attn_implementation", "?")
     runs = {
-        "gptlib GPT": (ours, T.configure_optimizer(ours, 1e-4), False),
-        f"transformers GPT2LMHeadModel ({attn})": (hf, T.configure_optimizer(hf, 1e-4), True),
+        "gptlib GPT": (ours, configure_optimizer(ours, 1e-4), False),
+        f"transformers GPT2LMHeadModel ({attn})": (
+            hf,
+            configure_optimizer(hf, 1e-4),
+            True,
+        ),
     }
     gen = torch.Generator().manual_seed(1)
     x = torch.randint(0, a.vocab, (a.batch, a.context), generator=gen)
@@ -109,19 +130,28 @@ def main() -> None:
             start = time.perf_counter()
             for _ in range(a.steps):
                 trainer.train_step()
-            timings["gptlib Trainer.train_step"].append(tokens / (time.perf_counter() - start))
+            timings["gptlib Trainer.train_step"].append(
+                tokens / (time.perf_counter() - start)
+            )
         trainer.close()
 
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads"
     )
-    print(f"model: {a.layers} layers, {a.heads} heads, {a.dim} dims, context {a.context}, vocab {a.vocab} "
-          f"({ours.num_params() / 1e6:.1f}M parameters); batch {a.batch}; AdamW fused={T.fused_adamw_available('cpu')}")  # fmt: skip
+    print(
+        f"model: {a.layers} layers, {a.heads} heads, {a.dim} dims, context {a.context}, "
+        f"vocab {a.vocab} ({ours.num_params() / 1e6:.1f}M parameters); batch {a.batch}; "
+        f"AdamW fused={fused_adamw_available('cpu')}"
+    )
     base = statistics.median(timings[next(iter(runs))])
-    print(f"{'':44s} {'tokens/s (median)':>18s} {'min':>8s} {'max':>8s} {'vs gptlib GPT':>14s}")
+    print(
+        f"{'':44s} {'tokens/s (median)':>18s} {'min':>8s} {'max':>8s} {'vs gptlib GPT':>14s}"
+    )
     for name, values in timings.items():
         med = statistics.median(values)
-        print(f"{name:44s} {med:18,.0f} {min(values):8,.0f} {max(values):8,.0f} {med / base:13.2f}x")
+        print(
+            f"{name:44s} {med:18,.0f} {min(values):8,.0f} {max(values):8,.0f} {med / base:13.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -5,9 +5,6 @@
 # %% auto #0
 __all__ = [
     "PRESETS",
-    "WEIGHTS_FILE",
-    "CONFIG_FILE",
-    "GPT2_DIR_ENV",
     "GPTConfig",
     "MLP",
     "Block",
@@ -16,25 +13,11 @@ __all__ = [
     "param_count",
     "flops_per_token",
     "preset",
-    "CheckpointError",
-    "save_pretrained",
-    "read_weights",
-    "load_weights",
-    "load_pretrained",
-    "config_from_hf",
-    "local_gpt2",
-    "load_hf_gpt2",
-    "gpt_from_hf",
-    "gpt_to_hf",
 ]
 
 # %% ../notebooks/04_gpt.ipynb #1f6bf442
-import json
 import math
-import numbers
-import os
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -42,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .attention import CausalSelfAttention, KVCache
-from .tokenizer import write_atomically
+from .common import check_float, check_int, short_repr
 
 
 # %% ../notebooks/04_gpt.ipynb #19f73df1
@@ -50,6 +33,7 @@ from .tokenizer import write_atomically
 class GPTConfig:
     """The shape of a GPT; the defaults are GPT-2 124M (section 4.1).
 
+    >>> from gptlib.model import GPTConfig
     >>> GPTConfig(n_layer=2, n_head=4, n_embd=128).head_dim
     32
     """
@@ -64,25 +48,21 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Integral)
-                or value < 1
-            ):
-                raise ValueError(
-                    f"GPTConfig {name}={value!r} must be a positive integer"
-                )
-            setattr(self, name, int(value))
+            check_int(f"GPTConfig {name}", getattr(self, name), low=1)  # not True
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig n_embd={self.n_embd} must be a multiple of n_head={self.n_head}"
             )
-        d = self.dropout
-        if isinstance(d, bool) or not isinstance(d, numbers.Real) or not 0 <= d < 1:
-            raise ValueError(f"GPTConfig dropout={d!r} must be a number in [0, 1)")
+        self.dropout = check_float(
+            "GPTConfig dropout",
+            self.dropout,
+            "a number in [0, 1)",
+            lambda d: 0 <= d < 1,
+        )
         if not isinstance(self.bias, bool):
-            raise ValueError(f"GPTConfig bias={self.bias!r} must be True or False")
+            raise ValueError(
+                f"GPTConfig bias={short_repr(self.bias)} must be True or False"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -143,8 +123,11 @@ class GPT(nn.Module):
     """GPT-2: token and position embeddings, `n_layer` pre-norm blocks, a final layer norm and
     an output head tied to the token embedding; parameter names as in GPT-2 (section 4.4).
 
+    >>> import torch
+    >>> from gptlib.model import GPT, GPTConfig
     >>> model = GPT(GPTConfig(vocab_size=100, block_size=16, n_layer=2, n_head=2, n_embd=32))
-    >>> logits, loss = model(torch.zeros(3, 8, dtype=torch.long), targets=torch.ones(3, 8, dtype=torch.long))
+    >>> idx = torch.zeros(3, 8, dtype=torch.long)
+    >>> logits, loss = model(idx, targets=idx)
     >>> logits.shape, loss.shape
     (torch.Size([3, 8, 100]), torch.Size([]))
     """
@@ -154,9 +137,8 @@ class GPT(nn.Module):
         if not isinstance(config, GPTConfig):
             raise ValueError(f"GPT needs a GPTConfig, not {type(config).__name__}")
         self.config = config
-        self.gradient_checkpointing = (
-            False  # recompute each block in the backward pass (section 4.8)
-        )
+        # recompute each block in the backward pass (section 4.8)
+        self.gradient_checkpointing = False
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -195,9 +177,8 @@ class GPT(nn.Module):
                 f"at most {self.config.block_size - start} new tokens here"
             )
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.transformer.drop(
-            self.transformer.wte(idx) + self.transformer.wpe(pos)
-        )  # (B, T, C)
+        t = self.transformer
+        x = t.drop(t.wte(idx) + t.wpe(pos))  # (B, T, C)
         recompute = self.gradient_checkpointing and self.training and kv_cache is None
         for layer, block in enumerate(self.transformer.h):
             if recompute:
@@ -220,58 +201,36 @@ class GPT(nn.Module):
         return logits, loss
 
     def new_kv_cache(self, batch_size: int, device=None, dtype=None) -> KVCache:
-        """An empty KV cache for `batch_size` sequences of up to block_size tokens (section 4.7)."""
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, numbers.Integral)
-            or batch_size < 1
-        ):
-            raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+        """An empty KV cache for `batch_size` sequences of up to block_size tokens
+        (section 4.8)."""
+        check_int("batch_size", batch_size, low=1)
         c, weight = self.config, self.transformer.wte.weight
-        return KVCache(
-            c.n_layer, int(batch_size), c.n_head, c.head_dim, c.block_size,
-            device=weight.device if device is None else device,
-            dtype=weight.dtype if dtype is None else dtype,
-        )  # fmt: skip
+        shape = (c.n_layer, batch_size, c.n_head, c.head_dim, c.block_size)
+        device = weight.device if device is None else device
+        dtype = weight.dtype if dtype is None else dtype
+        return KVCache(*shape, device=device, dtype=dtype)
 
     def num_params(self, non_embedding: bool = False) -> int:
-        """Parameters, counting the tied head once; `non_embedding` leaves out the position
-        embedding (section 4.6)."""
-        n = sum(
-            p.numel() for p in self.parameters()
-        )  # parameters() yields a tied tensor once
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        """Parameters, counting the tied head once; `non_embedding` leaves out both
+        embedding tables, token and position, as Kaplan et al. (2020) do (section 4.6)."""
+        n = sum(p.numel() for p in self.parameters())  # a tied tensor is yielded once
+        if non_embedding:
+            t = self.transformer
+            n -= t.wte.weight.numel() + t.wpe.weight.numel()
+        return n
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs (forward and backward) per token at context `seq_len` (section 4.6)."""
-        return flops_per_token(
-            self.config, self.config.block_size if seq_len is None else seq_len
-        )
-
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write model.safetensors and model_config.json into the directory `path` (section 4.9)."""
-        return save_pretrained(self, path)
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device=None) -> "GPT":
-        """The model saved in `path` by `save_pretrained`, with its own architecture (section 4.9)."""
-        return load_pretrained(cls, path, device=device)
-
-    @classmethod
-    def from_hf(cls, model_or_path) -> "GPT":
-        """Our GPT from a `transformers` GPT2LMHeadModel, a local directory holding one, or a hub
-        name such as "gpt2" (section 4.10)."""
-        return gpt_from_hf(cls, model_or_path)
-
-    def to_hf(self):
-        """The same model as a `transformers` GPT2LMHeadModel (section 4.10)."""
-        return gpt_to_hf(self)
+        seq_len = self.config.block_size if seq_len is None else seq_len
+        return flops_per_token(self.config, seq_len)
 
 
 # %% ../notebooks/04_gpt.ipynb #244a4b79
 def init_gpt2_(model: GPT) -> GPT:
-    """GPT-2's initialisation, in place: weights N(0, 0.02), biases 0, layer norms 1 and 0, and the
-    residual projections `c_proj` N(0, 0.02 / sqrt(2 n_layer)) (section 4.5)."""
+    """GPT-2's initialisation as nanoGPT and Hugging Face's transformers do it, in place
+    (section 4.5): weight matrices and both embeddings N(0, 0.02) (GPT-2's own code draws
+    the position embedding with std 0.01), biases 0, layer norms 1 and 0, and the residual
+    projections `c_proj` N(0, 0.02 / sqrt(2 n_layer))."""
     std = 0.02
     for module in model.modules():
         if isinstance(module, nn.Linear):
@@ -283,362 +242,68 @@ def init_gpt2_(model: GPT) -> GPT:
         elif isinstance(module, nn.LayerNorm):
             module.reset_parameters()
     for name, p in model.named_parameters():
-        if name.endswith(
-            "c_proj.weight"
-        ):  # attn.c_proj and mlp.c_proj write into the residual stream
+        # attn.c_proj and mlp.c_proj write into the residual stream
+        if name.endswith("c_proj.weight"):
             nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * model.config.n_layer))
     return model
 
 
 # %% ../notebooks/04_gpt.ipynb #ffba7bf8
 def param_count(config: GPTConfig, non_embedding: bool = False) -> int:
-    """The number of parameters of `GPT(config)`, in closed form (section 4.6).
+    """The number of parameters of `GPT(config)`, in closed form; `non_embedding` leaves
+    out the token and position embeddings, as Kaplan et al. (2020) do (section 4.6).
 
-    >>> param_count(GPTConfig())  # GPT-2 small
-    124439808
+    >>> from gptlib.model import GPTConfig, param_count
+    >>> param_count(GPTConfig()), param_count(GPTConfig(), non_embedding=True)  # GPT-2 small
+    (124439808, 85056000)
     """
     d, L = config.n_embd, config.n_layer
     per_block = 12 * d * d + (13 * d if config.bias else 2 * d)
-    n = config.vocab_size * d + L * per_block + (2 * d if config.bias else d)
-    return n if non_embedding else n + config.block_size * d
+    n = L * per_block + (2 * d if config.bias else d)  # the blocks and ln_f
+    return n if non_embedding else n + (config.vocab_size + config.block_size) * d
 
 
 def flops_per_token(config: GPTConfig, seq_len: int) -> int:
-    """Training FLOPs per token, forward and backward, at context `seq_len`: 6N + 12 L d T (section 4.6).
+    """Training FLOPs per token, forward and backward, at context `seq_len`:
+    6 (N_non-embedding + V d) + 12 L d T, the tied head counted (section 4.6).
 
+    >>> from gptlib.model import GPTConfig, flops_per_token
     >>> f"{flops_per_token(GPTConfig(), 1024) / 1e9:.3f} GFLOPs"
     '0.855 GFLOPs'
     """
-    if (
-        isinstance(seq_len, bool)
-        or not isinstance(seq_len, numbers.Integral)
-        or not 1 <= seq_len <= config.block_size
-    ):
-        raise ValueError(
-            f"seq_len={seq_len!r} must be an integer in 1..block_size={config.block_size}"
-        )
-    return 6 * param_count(
-        config, non_embedding=True
-    ) + 12 * config.n_layer * config.n_embd * int(seq_len)
+    check_int("seq_len", seq_len, 1, config.block_size)
+    d, L = config.n_embd, config.n_layer
+    matmul_params = param_count(config, non_embedding=True) + config.vocab_size * d
+    return 6 * matmul_params + 12 * L * d * seq_len
 
 
 # %% ../notebooks/04_gpt.ipynb #960f39b1
-PRESETS: dict[str, GPTConfig] = {
-    "nano": GPTConfig(vocab_size=1024, block_size=128, n_layer=4, n_head=4, n_embd=64),
-    "micro": GPTConfig(
-        vocab_size=4096, block_size=256, n_layer=4, n_head=6, n_embd=384
-    ),
-    "mini": GPTConfig(vocab_size=4096, block_size=512, n_layer=6, n_head=8, n_embd=512),
-    "tinystories-33m": GPTConfig(
-        vocab_size=50257, block_size=512, n_layer=4, n_head=16, n_embd=768
-    ),
-    "gpt2": GPTConfig(
-        vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768
-    ),
-    "gpt2-medium": GPTConfig(
-        vocab_size=50257, block_size=1024, n_layer=24, n_head=16, n_embd=1024
-    ),
-    "gpt2-large": GPTConfig(
-        vocab_size=50257, block_size=1024, n_layer=36, n_head=20, n_embd=1280
-    ),
-    "gpt2-xl": GPTConfig(
-        vocab_size=50257, block_size=1024, n_layer=48, n_head=25, n_embd=1600
-    ),
-}  # section 4.6
+PRESETS: dict[str, GPTConfig] = {  # section 4.6
+    name: GPTConfig(*shape)
+    for name, shape in {  # (vocab_size, block_size, n_layer, n_head, n_embd)
+        "nano": (1024, 128, 4, 4, 64),
+        "micro": (4096, 256, 4, 6, 384),
+        "mini": (4096, 512, 6, 8, 512),
+        "tinystories-33m": (50257, 512, 4, 16, 768),
+        "gpt2": (50257, 1024, 12, 12, 768),
+        "gpt2-medium": (50257, 1024, 24, 16, 1024),
+        "gpt2-large": (50257, 1024, 36, 20, 1280),
+        "gpt2-xl": (50257, 1024, 48, 25, 1600),
+    }.items()
+}
 
 
 def preset(name: str, **changes) -> GPTConfig:
     """A copy of the preset `name` with `changes` applied (section 4.6).
 
+    >>> from gptlib.model import preset
     >>> preset("micro", vocab_size=512).vocab_size
     512
     """
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; one of {', '.join(PRESETS)}")
+        raise ValueError(
+            f"unknown preset {short_repr(name)}; one of {', '.join(PRESETS)}"
+        )
     if unknown := sorted(set(changes) - {f.name for f in fields(GPTConfig)}):
         raise ValueError(f"unknown GPTConfig fields {unknown} for preset {name!r}")
     return replace(PRESETS[name], **changes)
-
-
-# %% ../notebooks/04_gpt.ipynb #c2a789ac
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "model_config.json"
-_TIED = "lm_head.weight"  # the same tensor as transformer.wte.weight: stored once
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message names the file and what is wrong (section 4.9)."""
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
-
-
-def save_pretrained(model: GPT, path: str | os.PathLike) -> Path:
-    """Write `model` to the directory `path` as model.safetensors and model_config.json (section 4.9)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise CheckpointError(f"{path} is a file; save_pretrained needs a directory")
-    path.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        k: v.detach().cpu().contiguous()
-        for k, v in model.state_dict().items()
-        if k != _TIED
-    }
-    # each file through a temporary file and a rename (section 1.7): never half-written
-    write_atomically(
-        path / WEIGHTS_FILE,
-        lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}),
-    )
-    text = json.dumps(asdict(model.config), indent=2) + "\n"
-    write_atomically(
-        path / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8")
-    )
-    return path
-
-
-def read_weights(file: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, or a one-line CheckpointError naming the file (section 4.9)."""
-    from safetensors.torch import load_file
-
-    file = Path(file)
-    if not file.is_file():
-        raise CheckpointError(f"{file}: no such weights file")
-    try:
-        return load_file(file)
-    except Exception as e:  # safetensors raises its own error types for a damaged file
-        raise CheckpointError(
-            f"{file}: cannot read the weights, corrupt or not safetensors ({_first_line(e)})"
-        ) from None
-
-
-def load_weights(
-    model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "the checkpoint"
-) -> None:
-    """Copy `tensors` into `model`, after checking that every name and shape fits; otherwise a
-    one-line CheckpointError listing the mismatched tensors and their shapes (section 4.9)."""
-    expected = {k: v for k, v in model.state_dict().items() if k != _TIED}
-    problems = []
-    for name, ours in expected.items():
-        if name not in tensors:
-            problems.append(f"{name} {tuple(ours.shape)} is missing from {source}")
-        elif tensors[name].shape != ours.shape:
-            problems.append(
-                f"{name} is {tuple(tensors[name].shape)} in {source} but {tuple(ours.shape)} in the model"
-            )
-    problems += [f"{name} {tuple(t.shape)} in {source} is not in the model" for name, t in tensors.items() if name not in expected and name != _TIED]  # fmt: skip
-    if problems:
-        config = getattr(model, "config", None)
-        what = f"this model ({config})" if config is not None else "this model"
-        more = f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
-        raise CheckpointError(
-            f"{source} does not fit {what}: " + "; ".join(problems[:6]) + more
-        )
-    model.load_state_dict(
-        {k: tensors[k] for k in expected}, strict=False
-    )  # the tied head follows wte
-
-
-def load_pretrained(cls, path: str | os.PathLike, device=None) -> GPT:
-    """Build the architecture recorded in `path`/model_config.json and load its weights (section 4.9)."""
-    path = Path(path)
-    config_file = path / CONFIG_FILE
-    if not config_file.is_file():
-        hint = (
-            "; it holds a transformers model: use GPT.from_hf"
-            if (path / "config.json").is_file()
-            else ""
-        )
-        raise CheckpointError(
-            f"{path}: no {CONFIG_FILE}, not a directory written by save_pretrained{hint}"
-        )
-    try:
-        config = GPTConfig.from_dict(
-            json.loads(config_file.read_text(encoding="utf-8"))
-        )
-    except (ValueError, TypeError) as e:  # bad JSON or bad fields
-        raise CheckpointError(f"{config_file}: {_first_line(e)}") from None
-    tensors = read_weights(path / WEIGHTS_FILE)
-    model = cls(config)
-    load_weights(model, tensors, source=str(path / WEIGHTS_FILE))
-    dtype = tensors[
-        "transformer.wte.weight"
-    ].dtype  # keep the precision it was saved in
-    return model.to(device=device, dtype=dtype)
-
-
-# %% ../notebooks/04_gpt.ipynb #30877940
-_CONV1D = (
-    "attn.c_attn.weight",
-    "attn.c_proj.weight",
-    "mlp.c_fc.weight",
-    "mlp.c_proj.weight",
-)
-_HF_BUFFERS = (
-    ".attn.bias",
-    ".attn.masked_bias",
-)  # causal-mask buffers of older transformers versions
-GPT2_DIR_ENV = (
-    "GPTLIB_GPT2_DIR"  # a local directory with GPT-2 (124M) saved by transformers
-)
-
-
-def _require_transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise ImportError(
-            "GPT-2 conversion needs transformers: pip install 'transformers>=4.44'"
-        ) from None
-    return transformers
-
-
-def config_from_hf(hf_config) -> GPTConfig:
-    """The GPTConfig of a transformers GPT2Config; settings our GPT lacks are a ValueError (section 4.10)."""
-    c = hf_config
-    n_inner = getattr(c, "n_inner", None)
-    required = {
-        "activation_function": (
-            getattr(c, "activation_function", "gelu_new"),
-            ("gelu_new", "gelu_pytorch_tanh"),
-        ),
-        "n_inner": (n_inner, (None, 4 * c.n_embd)),
-        "layer_norm_epsilon": (getattr(c, "layer_norm_epsilon", 1e-5), (1e-5,)),
-        "scale_attn_weights": (getattr(c, "scale_attn_weights", True), (True,)),
-        "scale_attn_by_inverse_layer_idx": (
-            getattr(c, "scale_attn_by_inverse_layer_idx", False),
-            (False,),
-        ),
-        "add_cross_attention": (getattr(c, "add_cross_attention", False), (False,)),
-        "tie_word_embeddings": (getattr(c, "tie_word_embeddings", True), (True,)),
-    }
-    for name, (value, allowed) in required.items():
-        if value not in allowed:
-            raise ValueError(
-                f"cannot convert a GPT-2 with {name}={value!r}: gptlib's GPT needs one of {allowed}"
-            )
-    return GPTConfig(vocab_size=c.vocab_size, block_size=c.n_positions, n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd)  # fmt: skip
-
-
-def local_gpt2(name: str = "gpt2") -> Path | None:
-    """A local copy of the GPT-2 checkpoint `name` ("gpt2", "gpt2-medium", ...): the directory in
-    $GPTLIB_GPT2_DIR (for "gpt2"), else the Hugging Face cache; None when there is none (section 4.10)."""
-    env = os.environ.get(GPT2_DIR_ENV)
-    if name == "gpt2" and env and Path(env).is_dir():
-        return Path(env)
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        return None
-    for repo in (name, f"openai-community/{name}"):
-        try:
-            snapshot = Path(snapshot_download(repo, local_files_only=True))
-        except Exception:  # not in the cache (the error types vary across versions)
-            continue
-        weights = ("model.safetensors", "pytorch_model.bin")
-        if (snapshot / "config.json").is_file() and any(
-            (snapshot / w).is_file() for w in weights
-        ):
-            return snapshot
-    return None
-
-
-def load_hf_gpt2(name_or_path: str | os.PathLike):
-    """A GPT2LMHeadModel from a local directory, the local cache, or (online) the hub (section 4.10)."""
-    transformers = _require_transformers()
-    text = str(name_or_path)
-    path = Path(text).expanduser()
-    looks_local = (
-        isinstance(name_or_path, Path)
-        or text.startswith((".", "/", "~"))
-        or text.count("/") > 1
-    )
-    if not path.is_dir():
-        if looks_local or path.exists():
-            raise ValueError(
-                f"{text}: not a directory holding a saved GPT2LMHeadModel (config.json and weights)"
-            )
-        path = local_gpt2(text)
-    if (
-        path is None
-    ):  # a hub name that is not cached: download it, if we can reach the hub
-        from gptlib.data import check_hub_reachable
-
-        check_hub_reachable(
-            f"{text} from the Hugging Face hub",
-            f"pass GPT.from_hf a local directory holding a saved GPT2LMHeadModel, or set ${GPT2_DIR_ENV}",
-        )
-    try:
-        return transformers.GPT2LMHeadModel.from_pretrained(
-            text if path is None else path
-        )
-    except OSError as e:
-        raise ValueError(f"cannot load GPT-2 {text!r}: {_first_line(e)}") from None
-
-
-def gpt_from_hf(cls, model_or_path) -> GPT:
-    """Convert a transformers GPT2LMHeadModel (or a path or hub name, see `load_hf_gpt2`) to our GPT,
-    transposing the Conv1D weights (section 4.10)."""
-    transformers = _require_transformers()
-    hf = model_or_path
-    if isinstance(model_or_path, (str, os.PathLike)):
-        hf = load_hf_gpt2(model_or_path)
-    if not isinstance(hf, transformers.GPT2LMHeadModel):
-        raise ValueError(
-            f"from_hf needs a GPT2LMHeadModel, a directory or a hub name, not {type(hf).__name__}"
-        )
-    config = config_from_hf(hf.config)
-    hf_tensors = {
-        k: v for k, v in hf.state_dict().items() if not k.endswith(_HF_BUFFERS)
-    }
-    if not torch.equal(hf_tensors[_TIED], hf_tensors["transformer.wte.weight"]):
-        raise ValueError(
-            "cannot convert a GPT-2 whose lm_head differs from its token embedding (untied)"
-        )
-    tensors = {
-        k: v.t() if k.endswith(_CONV1D) else v
-        for k, v in hf_tensors.items()
-        if k != _TIED
-    }
-    dtype = tensors["transformer.wte.weight"].dtype
-    model = cls(config)
-    load_weights(model, tensors, source="the GPT2LMHeadModel")
-    return model.to(device=tensors["transformer.wte.weight"].device, dtype=dtype).train(
-        hf.training
-    )
-
-
-def gpt_to_hf(model: GPT):
-    """A transformers GPT2LMHeadModel with the weights of `model` (section 4.10)."""
-    transformers = _require_transformers()
-    c = model.config
-    if not c.bias:
-        raise ValueError(
-            "to_hf: GPT-2 has biases, so a GPT with bias=False has no GPT2LMHeadModel equivalent"
-        )
-    eot = (
-        50256 if c.vocab_size > 50256 else None
-    )  # GPT-2's <|endoftext|>, when the vocabulary has it
-    hf_config = transformers.GPT2Config(
-        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
-        n_head=c.n_head, activation_function="gelu_new", layer_norm_epsilon=1e-5,
-        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout,
-        bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True,
-    )  # fmt: skip
-    weight = model.transformer.wte.weight
-    hf = transformers.GPT2LMHeadModel(hf_config)
-    tensors = {
-        k: v.t() if k.endswith(_CONV1D) else v for k, v in model.state_dict().items()
-    }
-    hf_names = {k for k in hf.state_dict() if not k.endswith(_HF_BUFFERS)}
-    if missing := sorted(hf_names - set(tensors)):
-        raise ValueError(
-            f"to_hf: GPT2LMHeadModel weights {missing[:6]} have no counterpart in the model"
-        )
-    hf.load_state_dict(
-        {k: tensors[k].to("cpu", torch.float32) for k in hf_names}, strict=False
-    )
-    return hf.to(device=weight.device, dtype=weight.dtype).train(model.training)

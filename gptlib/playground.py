@@ -22,27 +22,37 @@ from pathlib import Path
 import ipywidgets as widgets
 import torch
 
-from .sampling import GPT2_NAMES, TextStreamer, load_sampling_model, stream
+from .common import first_line, gptlib_home
+from .pretrained import local_gpt2
+from .sample import GPT2_NAMES, load_sampling_model
+from .sampling import TextStreamer, stream
+from .story import story_model, story_model_dir
 
 # %% ../notebooks/07_playground.ipynb #395ae2b0
 STORY_MODEL = "story model (chapter 5)"
 
 
-def find_checkpoints(root=None) -> dict[str, Callable]:
-    """Name -> loader (a function returning (model, tokenizer)) for every model on this machine:
-    the story model, local GPT-2 weights, and checkpoint folders under `root` (default
-    `checkpoints/` in the project) (section 7.1)."""
-    from gptlib.model import local_gpt2
-    from gptlib.train import project_root, story_model_dir
+def _story_model() -> tuple:
+    """The story model, trained first on a fresh clone (minutes), for decoding."""
+    story_model()  # chapter 5's recipe: trains the model if it is missing
+    return load_sampling_model(None)
 
-    # the story model trains first on a fresh clone; every model is in the decoding layout
-    choices: dict[str, Callable] = {
-        STORY_MODEL: partial(load_sampling_model, None, train_if_missing=True)
-    }
+
+def find_checkpoints(root=None) -> dict[str, Callable]:
+    """Name -> loader (a function returning (model, tokenizer)) for every model on this
+    machine: the story model, local GPT-2 weights, and checkpoint folders under `root`
+    (default: `checkpoints/` in `gptlib_home()`) (section 7.1). Every loader gives its
+    model in the decoding layout (section 6.11).
+
+    >>> import tempfile
+    >>> list(find_checkpoints(tempfile.mkdtemp()))[0]
+    'story model (chapter 5)'
+    """
+    choices: dict[str, Callable] = {STORY_MODEL: _story_model}
     for name in GPT2_NAMES:
         if local_gpt2(name) is not None:
             choices[name] = partial(load_sampling_model, name)
-    root = Path(root) if root is not None else project_root() / "checkpoints"
+    root = Path(root) if root is not None else gptlib_home() / "checkpoints"
     for weights in sorted(root.glob("*/model.safetensors")):
         if weights.parent.resolve() != story_model_dir().resolve():
             choices[weights.parent.name] = partial(load_sampling_model, weights.parent)
@@ -51,14 +61,15 @@ def find_checkpoints(root=None) -> dict[str, Callable]:
 
 # %% ../notebooks/07_playground.ipynb #b366d2a1
 def token_label(tokenizer, token: int) -> str:
-    """A token's text, made visible: spaces as ·, newlines as ⏎, other control characters
-    escaped (section 7.3)."""
+    """A token's text, made visible: spaces as ·, newlines as ⏎, other control
+    characters escaped (section 7.3)."""
     text = tokenizer.decode([token]).replace(" ", "·").replace("\n", "⏎")
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class ProbabilityBars(widgets.VBox):
-    """A live bar chart, made of widgets, of the `n` most likely next tokens (section 7.3)."""
+    """A live bar chart, made of widgets, of the `n` most likely next tokens
+    (section 7.3)."""
 
     def __init__(self, n: int = 10):
         self.title = widgets.HTML("<b>Next-token probabilities</b>")
@@ -120,24 +131,30 @@ class ProbabilityBars(widgets.VBox):
 class Playground(widgets.VBox):
     """An ipywidgets sampling playground (section 7.5).
 
-    `checkpoints`: name -> a loader function returning (model, tokenizer), or the pair itself;
-    default `find_checkpoints()`. The first is selected, and loaded at once when `preload`.
+    `checkpoints`: name -> a loader function returning (model, tokenizer), or the pair
+    itself; default `find_checkpoints()`. The first is selected, and loaded at once when
+    `preload`.
 
     >>> from gptlib.model import GPT, GPTConfig
     >>> from gptlib.tokenizer import train_bpe
     >>> t = train_bpe("a cat sat. a dog ran.", 260)
-    >>> m = GPT(GPTConfig(vocab_size=t.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8))
-    >>> pg = Playground({"tiny": (m, t)}, prompt="a cat")
-    >>> pg.length.value = 5; pg.generate_button.click(); pg.wait()
-    True
-    >>> pg.status.value.startswith("5 tokens")
-    True
+    >>> config = GPTConfig(t.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8)
+    >>> pg = Playground({"tiny": (GPT(config), t)}, prompt="a cat")
+    >>> pg.length.value = 5
+    >>> pg.generate_button.click()
+    >>> pg.wait(), pg.status.value.startswith("5 tokens")
+    (True, True)
     """
 
     def __init__(
-        self, checkpoints: dict | None = None, prompt: str = "Once upon a time", *, top_n: int = 10,
-        preload: bool = True, throttle: float = 0.05,
-    ):  # fmt: skip
+        self,
+        checkpoints: dict | None = None,
+        prompt: str = "Once upon a time",
+        *,
+        top_n: int = 10,
+        preload: bool = True,
+        throttle: float = 0.05,
+    ):
         self.loaders = dict(find_checkpoints() if checkpoints is None else checkpoints)
         if not self.loaders:
             raise ValueError(
@@ -145,41 +162,78 @@ class Playground(widgets.VBox):
             )
         self.loaded: dict[str, tuple] = {}
         self.throttle = throttle
-        style, wide = {"description_width": "130px"}, widgets.Layout(width="420px")
-        self.prompt = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="420px", height="70px"), style=style)  # fmt: skip
+        style = {"description_width": "130px"}
+        wide = dict(layout=widgets.Layout(width="420px"), style=style)
+        tall = widgets.Layout(width="420px", height="70px")
+        self.prompt = widgets.Textarea(
+            value=prompt, description="prompt", layout=tall, style=style
+        )
         self.checkpoint = widgets.Dropdown(
-            options=list(self.loaders),
-            description="checkpoint",
-            layout=wide,
-            style=style,
+            options=list(self.loaders), description="checkpoint", **wide
         )
-        self.temperature = widgets.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05, description="temperature", layout=wide, style=style)  # fmt: skip
+        self.temperature = widgets.FloatSlider(
+            value=0.8, min=0.0, max=2.0, step=0.05, description="temperature", **wide
+        )
         self.top_k = widgets.IntSlider(
+            value=0, min=0, max=200, description="top-k (0: off)", **wide
+        )
+        # step 0.01: with step 0.05 from 0.05, the browser's slider does not follow a
+        # change to 1.0 (ipywidgets 8.1)
+        self.top_p = widgets.FloatSlider(
+            value=1.0,
+            min=0.05,
+            max=1.0,
+            step=0.01,
+            description="top-p (1: off)",
+            **wide,
+        )
+        self.repetition_penalty = widgets.FloatSlider(
+            value=1.0,
+            min=1.0,
+            max=2.0,
+            step=0.05,
+            description="repetition penalty",
+            **wide,
+        )
+        self.length = widgets.IntSlider(
+            value=100, min=1, max=500, description="length (tokens)", **wide
+        )
+        self.seed = widgets.IntText(
             value=0,
-            min=0,
-            max=200,
-            description="top-k (0: off)",
-            layout=wide,
+            description="seed (-1: random)",
+            layout=widgets.Layout(width="260px"),
             style=style,
         )
-        # step 0.01: with step 0.05 from 0.05, the browser's slider does not follow a change to 1.0 (ipywidgets 8.1)
-        self.top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.01, description="top-p (1: off)", layout=wide, style=style)  # fmt: skip
-        self.repetition_penalty = widgets.FloatSlider(value=1.0, min=1.0, max=2.0, step=0.05, description="repetition penalty", layout=wide, style=style)  # fmt: skip
-        self.length = widgets.IntSlider(value=100, min=1, max=500, description="length (tokens)", layout=wide, style=style)  # fmt: skip
-        self.seed = widgets.IntText(value=0, description="seed (-1: random)", layout=widgets.Layout(width="260px"), style=style)  # fmt: skip
-        self.stop_at_eot = widgets.Checkbox(value=True, description="stop at the end of a story (<|endoftext|>)", indent=False)  # fmt: skip
+        self.stop_at_eot = widgets.Checkbox(
+            value=True,
+            description="stop at the end of a story (<|endoftext|>)",
+            indent=False,
+        )
         self.generate_button = widgets.Button(
             description="Generate", button_style="primary", icon="play"
         )
         self.stop_button = widgets.Button(
             description="Stop", button_style="warning", icon="stop", disabled=True
         )
-        for name in ("prompt", "temperature", "top_k", "top_p", "repetition_penalty", "length", "seed",
-                     "stop_at_eot", "generate_button", "stop_button"):  # fmt: skip
-            # CSS classes, for a browser test to find them: gptlib-top-k, gptlib-generate, ...
-            getattr(self, name).add_class(
-                "gptlib-" + name.removesuffix("_button").replace("_", "-")
-            )
+        controls = [
+            self.prompt,
+            self.checkpoint,
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.repetition_penalty,
+            self.length,
+            self.seed,
+            self.stop_at_eot,
+        ]
+        buttons = [self.generate_button, self.stop_button]
+        names = (
+            "prompt temperature top_k top_p repetition_penalty length seed stop_at_eot"
+        )
+        for name in [*names.split(), "generate_button", "stop_button"]:
+            # CSS classes, for a browser test to find them: gptlib-top-k, ...
+            css = name.removesuffix("_button").replace("_", "-")
+            getattr(self, name).add_class(f"gptlib-{css}")
         self.output = widgets.HTML(
             layout=widgets.Layout(width="100%", min_height="90px")
         )
@@ -187,12 +241,8 @@ class Playground(widgets.VBox):
         self.status = widgets.Label()
         self.status.add_class("gptlib-status")
         self.bars = ProbabilityBars(top_n)
-        controls = widgets.VBox([self.prompt, self.checkpoint, self.temperature, self.top_k, self.top_p,
-                                 self.repetition_penalty, self.length, self.seed, self.stop_at_eot,
-                                 widgets.HBox([self.generate_button, self.stop_button])])  # fmt: skip
-        super().__init__(
-            [widgets.HBox([controls, self.bars]), self.output, self.status]
-        )
+        left = widgets.VBox([*controls, widgets.HBox(buttons)])
+        super().__init__([widgets.HBox([left, self.bars]), self.output, self.status])
         self._stop, self._thread, self._lock = threading.Event(), None, threading.Lock()
         self.text, self.n_tokens = "", 0
         self.generate_button.on_click(lambda _: self.generate())
@@ -202,13 +252,14 @@ class Playground(widgets.VBox):
         if preload:
             self.model_and_tokenizer()
 
-    def __repr__(
-        self,
-    ) -> str:  # what a notebook shows without a live kernel (the book's pages)
-        return f"Playground(checkpoint={self.checkpoint.value!r}, prompt={self.prompt.value!r})"
+    def __repr__(self) -> str:
+        # what a notebook shows without a live kernel (the book's pages)
+        checkpoint, prompt = self.checkpoint.value, self.prompt.value
+        return f"Playground(checkpoint={checkpoint!r}, prompt={prompt!r})"
 
     def model_and_tokenizer(self, name: str | None = None) -> tuple:
-        """The model and tokenizer of checkpoint `name` (default: the selected one), loaded once."""
+        """The model and tokenizer of checkpoint `name` (default: the selected one),
+        loaded once."""
         name = self.checkpoint.value if name is None else name
         with self._lock:  # two threads never load the same checkpoint twice
             if name not in self.loaded:
@@ -219,18 +270,21 @@ class Playground(widgets.VBox):
     def settings(self) -> dict:
         """The decoding options the widgets are set to, as `stream` takes them."""
         return dict(
-            max_new_tokens=self.length.value, temperature=self.temperature.value, top_k=self.top_k.value or None,
-            top_p=self.top_p.value, repetition_penalty=self.repetition_penalty.value,
+            max_new_tokens=self.length.value,
+            temperature=self.temperature.value,
+            top_k=self.top_k.value or None,
+            top_p=self.top_p.value,
+            repetition_penalty=self.repetition_penalty.value,
             seed=None if self.seed.value < 0 else self.seed.value,
-        )  # fmt: skip
+        )
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def generate(self, background: bool = True) -> None:
-        """Start generating with the current settings (what the Generate button does); in a
-        background thread, so that the kernel stays free to handle Stop."""
+        """Start generating with the current settings (what the Generate button does);
+        in a background thread, so that the kernel stays free to handle Stop."""
         if self.running:
             return
         self._stop.clear()
@@ -254,25 +308,24 @@ class Playground(widgets.VBox):
         self._stop.set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the current generation has ended; False if it is still running after `timeout`."""
+        """Wait until the current generation has ended; False if it is still running
+        after `timeout`."""
         if self._thread is not None:
             self._thread.join(timeout)
         return not self.running
 
     def _selected(self) -> None:
         self.bars.clear()
-        loaded = (
-            "loaded"
-            if self.checkpoint.value in self.loaded
-            else "loads on the first Generate"
-        )
-        self.status.value = f"{self.checkpoint.value}: {loaded}"
+        name = self.checkpoint.value
+        loaded = "loaded" if name in self.loaded else "loads on the first Generate"
+        self.status.value = f"{name}: {loaded}"
 
     def _show(self, prompt: str) -> None:
         body = html.escape(prompt) and f"<b>{html.escape(prompt)}</b>"
         self.output.value = (
             '<div style="font-family: monospace; white-space: pre-wrap; padding: 6px; '
-            f'border: 1px solid #ccc; border-radius: 4px">{body}{html.escape(self.text)}</div>'
+            'border: 1px solid #ccc; border-radius: 4px">'
+            f"{body}{html.escape(self.text)}</div>"
         )
 
     def _render(self, prompt: str, tokenizer, last) -> None:
@@ -280,9 +333,7 @@ class Playground(widgets.VBox):
         if last is not None:
             self.bars.update(last[0], tokenizer, chosen=last[1], step=self.n_tokens)
 
-    def _run(
-        self, name: str, prompt: str, options: dict, stop_at_eot: bool = True
-    ) -> None:
+    def _run(self, name: str, prompt: str, options: dict, stop_at_eot=True) -> None:
         self.text, self.n_tokens, why, steps = "", 0, "", None
         try:
             if name not in self.loaded:
@@ -293,16 +344,11 @@ class Playground(widgets.VBox):
                 TextStreamer(tokenizer),
                 tokenizer.eot_id,
                 None,
-                0.0,
+                0,
             )
             start = time.perf_counter()
-            steps = stream(
-                model,
-                prompt,
-                tokenizer=tokenizer,
-                stop=eot if stop_at_eot else None,
-                **options,
-            )
+            stop = eot if stop_at_eot else None
+            steps = stream(model, prompt, tokenizer=tokenizer, stop=stop, **options)
             for step in steps:
                 if self._stop.is_set():  # checked between two tokens
                     why = ", stopped"
@@ -313,30 +359,30 @@ class Playground(widgets.VBox):
                     why = ", end of story"
                     break
                 self.text += streamer.push(token)
-                if (
-                    time.perf_counter() - shown >= self.throttle
-                ):  # at most ~20 updates a second
+                if time.perf_counter() - shown >= self.throttle:  # ~20 updates a second
                     self._render(prompt, tokenizer, last)
                     shown = time.perf_counter()
-                    self.status.value = f"{self.n_tokens} tokens, {self.n_tokens / (shown - start):.0f} tokens/s ..."
+                    speed = self.n_tokens / (shown - start)
+                    self.status.value = (
+                        f"{self.n_tokens} tokens, {speed:.0f} tokens/s ..."
+                    )
             self.text += streamer.flush()
             self._render(prompt, tokenizer, last)
             elapsed = time.perf_counter() - start
-            self.status.value = f"{self.n_tokens} tokens in {elapsed:.2f} s ({self.n_tokens / elapsed:.0f} tokens/s{why})"
-        except (
-            ValueError,
-            OSError,
-        ) as e:  # a bad prompt or checkpoint: say so, in one line
+            speed = self.n_tokens / elapsed
             self.status.value = (
-                f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                f"{self.n_tokens} tokens in {elapsed:.2f} s ({speed:.0f} tokens/s{why})"
             )
+        except (ValueError, OSError) as e:  # a bad prompt or checkpoint: one line
+            self.status.value = f"error: {first_line(e)}"
         finally:
             if hasattr(steps, "close"):
                 steps.close()  # the generator restores the model's mode
             self.generate_button.disabled, self.stop_button.disabled = False, True
 
     def plot_last_step(self, ax=None):
-        """The bar chart of the last step as a matplotlib figure (for pages without a live kernel)."""
+        """The bar chart of the last step as a matplotlib figure (for pages without a
+        live kernel)."""
         import matplotlib.pyplot as plt
 
         if ax is None:
@@ -344,9 +390,6 @@ class Playground(widgets.VBox):
         labels, probs = zip(*self.bars.shown) if self.bars.shown else ((), ())
         ax.barh(range(len(probs)), probs[::-1], color="tab:blue")
         ax.set_yticks(range(len(labels)), labels[::-1], fontsize=8)
-        ax.set(
-            xlim=(0, 1),
-            xlabel="probability",
-            title=f"Next-token probabilities before token {self.n_tokens}",
-        )
+        title = f"Next-token probabilities before token {self.n_tokens}"
+        ax.set(xlim=(0, 1), xlabel="probability", title=title)
         return ax

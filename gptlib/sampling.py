@@ -5,15 +5,6 @@
 # %% auto #0
 __all__ = [
     "OVERFLOW",
-    "GPT2_NAMES",
-    "SamplingError",
-    "check_sampling_args",
-    "apply_temperature",
-    "top_k_filter",
-    "top_p_filter",
-    "apply_repetition_penalty",
-    "banned_ngram_tokens",
-    "NGramBlocker",
     "StopCriteria",
     "prepare_prompt",
     "next_logits",
@@ -23,181 +14,21 @@ __all__ = [
     "TextStreamer",
     "stream_text",
     "generate_text",
-    "Hypothesis",
-    "beam_search",
-    "decode_layout",
-    "load_sampling_model",
-    "cli_sample",
 ]
 
-# %% ../notebooks/06_sampling.ipynb #a798f64e
-import argparse
+# %% ../notebooks/06_sampling.ipynb #5e535438
 import codecs
-import math
-import sys
-import time
 import warnings
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-
-# %% ../notebooks/06_sampling.ipynb #343a0335
-class SamplingError(ValueError):
-    """A bad argument to a decoding function; the message names it and what is allowed (section 6.2)."""
-
-
-def _check_int(name, value, low, allow_none=False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        allowed = f"an integer >= {low}" + (" or None" if allow_none else "")
-        raise SamplingError(f"{name}={value!r} is not allowed: use {allowed}")
-
-
-def _check_float(name, value, ok, allowed):
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or not ok(value):
-        raise SamplingError(f"{name}={value!r} is not allowed: use {allowed}")
-
-
-def check_sampling_args(
-    max_new_tokens=1, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-    no_repeat_ngram_size=0, seed=None, num_samples=1,
-):  # fmt: skip
-    """Raise `SamplingError` naming the first bad decoding parameter (section 6.2).
-
-    >>> check_sampling_args(temperature=-1)
-    Traceback (most recent call last):
-    gptlib.sampling.SamplingError: temperature=-1 is not allowed: use a number >= 0 (0 means greedy)
-    """
-    _check_int("max_new_tokens", max_new_tokens, 0)
-    _check_float(
-        "temperature", temperature, lambda t: t >= 0, "a number >= 0 (0 means greedy)"
-    )
-    _check_int("top_k", top_k, 0, allow_none=True)
-    if top_p is not None:
-        _check_float(
-            "top_p", top_p, lambda p: 0 < p <= 1, "a number in (0, 1], or None"
-        )
-    _check_float(
-        "repetition_penalty",
-        repetition_penalty,
-        lambda r: r > 0,
-        "a number > 0 (1.0 is off)",
-    )
-    _check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise SamplingError(f"seed={seed!r} is not allowed: use an integer or None")
-    _check_int("num_samples", num_samples, 1)
-
-
-def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
-    """Logits divided by `temperature` > 0: below 1 sharper, above 1 flatter (section 6.2).
-
-    >>> apply_temperature(torch.tensor([2.0, 1.0]), 0.5)
-    tensor([4., 2.])
-    """
-    return logits / temperature
-
-
-# %% ../notebooks/06_sampling.ipynb #320981d5
-def top_k_filter(logits: Tensor, k: int | None) -> Tensor:
-    """Keep the `k` largest logits of each row and set the others to -inf (section 6.3).
-    A `k` of 0, None, or at least the vocabulary size keeps everything; ties with the
-    k-th largest are kept too.
-
-    >>> top_k_filter(torch.tensor([1.0, 3.0, 2.0]), 2)
-    tensor([-inf, 3., 2.])
-    """
-    if not k or k >= logits.size(-1):
-        return logits
-    kth = torch.topk(logits, k, dim=-1).values[
-        ..., -1:
-    ]  # (..., 1) the k-th largest of each row
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
-# %% ../notebooks/06_sampling.ipynb #9e31af0f
-def top_p_filter(logits: Tensor, p: float | None) -> Tensor:
-    """Keep the smallest set of most likely tokens whose probability reaches `p`; set the
-    others to -inf (section 6.4). A `p` of None or 1.0 keeps everything, and the most
-    likely token is always kept.
-
-    >>> top_p_filter(torch.tensor([0.0, 2.0, 1.0]).log(), 0.6)  # probabilities 0, 2/3, 1/3
-    tensor([  -inf, 0.6931,   -inf])
-    """
-    if p is None or p >= 1.0:
-        return logits
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    probs = sorted_logits.softmax(dim=-1)
-    mass_before = (
-        probs.cumsum(dim=-1) - probs
-    )  # probability of the strictly more likely tokens
-    drop_sorted = mass_before >= p  # the first token has nothing before it: always kept
-    drop = torch.zeros_like(drop_sorted).scatter(
-        -1, order, drop_sorted
-    )  # back to vocabulary order
-    return logits.masked_fill(drop, float("-inf"))
-
-
-# %% ../notebooks/06_sampling.ipynb #ab94b58b
-def apply_repetition_penalty(logits: Tensor, context: Tensor, penalty: float) -> Tensor:
-    """Logits (B, V) with every token of `context` (B, T) made less likely: positive logits
-    divided by `penalty`, negative ones multiplied (CTRL's rule, section 6.5).
-
-    >>> apply_repetition_penalty(torch.tensor([[2.0, -1.0, 3.0]]), torch.tensor([[0, 1]]), 2.0)
-    tensor([[ 1., -2.,  3.]])
-    """
-    if penalty == 1.0 or context.size(-1) == 0:
-        return logits
-    seen = logits.gather(-1, context)  # (B, T) the logits of the context's tokens
-    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
-    return logits.scatter(-1, context, seen)
-
-
-def banned_ngram_tokens(seq: Sequence[int], n: int) -> list[int]:
-    """The tokens that would complete an n-gram already present in `seq` (section 6.5).
-
-    >>> banned_ngram_tokens([5, 6, 7, 5, 6], 3)  # "5 6" was followed by 7
-    [7]
-    """
-    if n <= 0 or len(seq) < n - 1:
-        return []
-    seq = list(seq)
-    prefix = seq[len(seq) - n + 1 :] if n > 1 else []
-    return [
-        seq[i + n - 1] for i in range(len(seq) - n + 1) if seq[i : i + n - 1] == prefix
-    ]
-
-
-# %% ../notebooks/06_sampling.ipynb #4f11ca9a
-class NGramBlocker:
-    """The n-grams of a growing sequence, to ban repeats in O(1) per token (section 6.5).
-
-    >>> b = NGramBlocker(3, [5, 6, 7, 5]); b.push(6); b.banned()
-    {7}
-    """
-
-    def __init__(self, n: int, seq: Iterable[int] = ()):
-        self.n, self.seq, self.followers = n, [], defaultdict(set)
-        for token in seq:
-            self.push(token)
-
-    def push(self, token: int) -> None:
-        self.seq.append(token)
-        if len(self.seq) >= self.n:  # the n-gram that ends with `token`
-            self.followers[tuple(self.seq[len(self.seq) - self.n : -1])].add(token)
-
-    def banned(self) -> set[int]:
-        if len(self.seq) < self.n - 1:
-            return set()
-        prefix = tuple(self.seq[len(self.seq) - self.n + 1 :]) if self.n > 1 else ()
-        return self.followers.get(prefix, set())
+from .common import eval_mode, short_repr
+from .logits import NGramBlocker, SamplingError, apply_repetition_penalty
+from .logits import apply_temperature, check_sampling_args, top_k_filter
+from .logits import top_p_filter
 
 
 # %% ../notebooks/06_sampling.ipynb #e5ecd587
@@ -209,37 +40,30 @@ class StopCriteria:
     """
 
     def __init__(self, stop=None, tokenizer=None):
-        items = (
-            []
-            if stop is None
-            else [stop]
-            if isinstance(stop, int | str)
-            else list(stop)
-        )
-        self.token_ids = {
-            s
-            for s in items
-            if isinstance(s, int) and not isinstance(s, bool) and s >= 0
-        }
+        items = [stop] if isinstance(stop, int | str) else stop
+        items = [] if items is None else list(items)
+        is_id = lambda s: isinstance(s, int) and not isinstance(s, bool) and s >= 0
+        self.token_ids = {s for s in items if is_id(s)}
         self.strings = [s for s in items if isinstance(s, str) and s]
-        if bad := [
-            s for s in items if s not in self.token_ids and s not in self.strings
-        ]:
+        if bad := [s for s in items if not is_id(s) and s not in self.strings]:
             raise SamplingError(
-                f"stop={bad[0]!r} is not allowed: use token ids (int >= 0) and non-empty strings"
+                f"stop={short_repr(bad[0])} is not allowed: use token ids (int >= 0) "
+                "and non-empty strings"
             )
         if self.strings and tokenizer is None:
             raise SamplingError(
-                f"stop={self.strings[0]!r} is a string: pass tokenizer= to decode the text"
+                f"stop={short_repr(self.strings[0])} is a string: pass tokenizer= to "
+                "decode the text"
             )
         self.tokenizer = tokenizer
+        # a token is at least one byte: a stop string of b bytes ends in the last b + 1
         self.tail = max((len(s.encode("utf-8")) for s in self.strings), default=0) + 1
 
     def __bool__(self) -> bool:
         return bool(self.token_ids or self.strings)
 
     def __call__(self, new_tokens: list[int]) -> bool:
-        """Do the tokens generated so far (the prompt left out) end with a stop condition?"""
+        """Do the tokens generated so far (the prompt left out) end with a stop?"""
         if new_tokens and new_tokens[-1] in self.token_ids:
             return True
         if self.strings:
@@ -254,24 +78,13 @@ class StopCriteria:
 
 
 # %% ../notebooks/06_sampling.ipynb #684e9d00
-def _device_dtype(model) -> tuple[torch.device, torch.dtype]:
-    p = next(model.parameters())
-    return p.device, p.dtype
-
-
 def prepare_prompt(
-    model,
-    idx,
-    num_samples: int = 1,
-    tokenizer=None,
-    eot_id: int | None = None,
-    *,
-    stacklevel: int = 2,
+    model, idx, num_samples=1, tokenizer=None, eot_id=None, *, stacklevel=2
 ) -> Tensor:
-    """The prompt `idx` (text, or ids of shape (T,) or (B, T)) as a (B * num_samples, T) id
-    tensor on the model's device (section 6.7). An empty prompt becomes `<|endoftext|>`
-    (`eot_id`, or the tokenizer's); a prompt longer than block_size keeps its last
-    block_size tokens, with a warning.
+    """The prompt `idx` (text, or ids of shape (T,) or (B, T)) as a (B * num_samples,
+    T) id tensor on the model's device (section 6.7). An empty prompt becomes
+    `<|endoftext|>` (`eot_id`, or the tokenizer's); a prompt longer than block_size
+    keeps its last block_size tokens, with a warning.
 
     >>> from gptlib.model import GPT, GPTConfig
     >>> m = GPT(GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=8))
@@ -279,38 +92,39 @@ def prepare_prompt(
     tensor([[9],
             [9]])
     """
-    device, _ = _device_dtype(model)
+    device = next(model.parameters()).device
     if isinstance(idx, str):
         if tokenizer is None:
             raise SamplingError(
-                f"idx={idx[:20]!r} is text: pass tokenizer= to encode it, or token ids"
+                f"idx={short_repr(idx)} is text: pass tokenizer= to encode it, "
+                "or token ids"
             )
         idx = tokenizer.encode(idx, allowed_special="all") if idx else []
     idx = torch.as_tensor(idx, dtype=torch.long, device=device)
-    if idx.dim() == 1:
-        idx = idx[None]
+    idx = idx[None] if idx.dim() == 1 else idx
     if idx.dim() != 2:
+        shape = tuple(idx.shape)
         raise SamplingError(
-            f"idx of shape {tuple(idx.shape)} is not allowed: use token ids (T,) or (B, T)"
+            f"idx of shape {shape} is not allowed: use token ids (T,) or (B, T)"
         )
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
     if idx.size(1) == 0:
         eot_id = eot_id if eot_id is not None else getattr(tokenizer, "eot_id", None)
         if eot_id is None:
             raise SamplingError(
-                "idx is empty: pass tokenizer= or eot_id= so that it starts from <|endoftext|>"
+                "idx is empty: pass tokenizer= or eot_id= so that it starts from "
+                "<|endoftext|>"
             )
-        idx = torch.full(
-            (max(idx.size(0), 1), 1), eot_id, dtype=torch.long, device=device
-        )
+        idx = torch.full((max(idx.size(0), 1), 1), eot_id, device=device)
     if (bad := idx[(idx < 0) | (idx >= vocab_size)]).numel():
         raise SamplingError(
-            f"idx holds the token id {bad[0].item()}, outside the vocabulary [0, {vocab_size})"
+            f"idx holds the token id {bad[0].item()}, outside the vocabulary "
+            f"[0, {vocab_size})"
         )
     if idx.size(1) > block_size:
         warnings.warn(
-            f"the prompt of {idx.size(1)} tokens is longer than block_size={block_size}: "
-            f"keeping its last {block_size} tokens",
+            f"the prompt of {idx.size(1)} tokens is longer than "
+            f"block_size={block_size}: keeping its last {block_size} tokens",
             stacklevel=stacklevel,  # point at the caller's line
         )
         idx = idx[:, -block_size:]
@@ -320,11 +134,19 @@ def prepare_prompt(
 # %% ../notebooks/06_sampling.ipynb #6d292159
 @torch.no_grad()
 def next_logits(model, seq: Tensor, cache=None, overflow: str = "exact") -> Tensor:
-    """Logits (B, V) of the token after `seq` (B, T), as the no-cache reference computes them
-    on the last block_size tokens (section 6.8). With a KV cache, run only what the cache has
-    not seen: the whole prompt when it is empty (prefill), else the last token (decode).
-    Once the window is full, "exact" recomputes the cropped window (the reference's cost);
-    "shift" refills the cache with the last half of the window (faster, not identical)."""
+    """Logits (B, V) of the token after `seq` (B, T), as the no-cache reference computes
+    them on the last block_size tokens (section 6.8). With a KV cache, run only what the
+    cache has not seen: the whole prompt when it is empty (prefill), else the last token
+    (decode). Once the window is full, "exact" recomputes the cropped window (the
+    reference's cost); "shift" refills the cache with the last half of the window
+    (faster, not identical).
+
+    >>> import torch
+    >>> from gptlib.model import GPT, GPTConfig
+    >>> m = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    >>> next_logits(m, torch.tensor([[1, 2, 3]])).shape
+    torch.Size([1, 10])
+    """
     block_size = model.config.block_size
     if cache is None:  # the reference: the whole (cropped) context, every step
         return model(seq[:, -block_size:])[0][:, -1]
@@ -332,11 +154,10 @@ def next_logits(model, seq: Tensor, cache=None, overflow: str = "exact") -> Tens
         return model(seq[:, -block_size:], kv_cache=cache)[0][:, -1]
     if cache.pos < block_size:  # decode: the newest token, at position cache.pos
         return model(seq[:, -1:], kv_cache=cache)[0][:, -1]
-    if (
-        overflow == "exact"
-    ):  # every position moved: recompute the window (a cache we would discard)
+    if overflow == "exact":  # every position moved: recompute the whole window
         return model(seq[:, -block_size:])[0][:, -1]
-    cache.reset()  # "shift": prefill the last half of the window, then decode with the cache again
+    # "shift": prefill the last half of the window, then decode with the cache again
+    cache.reset()
     return model(seq[:, -max(1, block_size // 2) :], kv_cache=cache)[0][:, -1]
 
 
@@ -344,84 +165,59 @@ def next_logits(model, seq: Tensor, cache=None, overflow: str = "exact") -> Tens
 class Step(NamedTuple):
     """One step of decoding, as `stream` yields it (section 6.9)."""
 
-    tokens: Tensor  # (B,) the ids chosen at this step; pad_id in rows that had finished before
+    tokens: Tensor  # (B,) the chosen ids; pad_id in rows that had finished before
     finished: Tensor  # (B,) bool: True for rows that are finished after this step
     logits: Tensor  # (B, V) the model's next-token logits, before any processing
-    probs: Tensor  # (B, V) the distribution the tokens were drawn from (at temperature 0: the
-    #                softmax after the penalties, from which the most likely token was taken)
+    # (B, V) the distribution the tokens were drawn from (at temperature 0: the softmax
+    # after the penalties, from which the most likely token was taken)
+    probs: Tensor
 
 
 OVERFLOW = ("exact", "shift")
 
 
-def _decode(
-    model, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size,
-    stop, seed, use_cache, pad_id, overflow,
-) -> Iterator[Step]:  # fmt: skip
-    B, T = idx.shape
-    device, dtype = _device_dtype(model)
-    generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
-    seq = torch.empty(
-        B, T + max_new_tokens, dtype=torch.long, device=device
-    )  # (B, T + n) grows in place
-    seq[:, :T] = idx
-    blockers = (
-        [NGramBlocker(no_repeat_ngram_size, row) for row in idx.tolist()]
-        if no_repeat_ngram_size
-        else None
-    )
-    new_tokens = [[] for _ in range(B)]
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
-    cache = model.new_kv_cache(B, device=device, dtype=dtype) if use_cache else None
-    was_training = model.training
-    model.eval()  # no dropout while decoding
-    try:
-        logits = next_logits(model, idx, cache, overflow)  # prefill
-        for n in range(T, T + max_new_tokens):
-            raw = logits.float()  # (B, V)
-            z = apply_repetition_penalty(raw, seq[:, :n], repetition_penalty)
-            if blockers is not None:
-                z = (
-                    z.clone() if z is raw else z
-                )  # raw goes out as Step.logits, untouched
-                for row, blocker in enumerate(blockers):
-                    if (banned := blocker.banned()) and not finished[row]:
-                        z[row, list(banned)] = float("-inf")
-                if (z == float("-inf")).all(dim=-1).any():
-                    raise SamplingError(
-                        f"no_repeat_ngram_size={no_repeat_ngram_size} bans every token after "
-                        f"{n - T} new tokens: use a larger size or fewer tokens"
-                    )
-            if temperature == 0:  # greedy
-                probs = z.softmax(dim=-1)
-                tokens = z.argmax(dim=-1)
-            else:
-                z = top_p_filter(
-                    top_k_filter(apply_temperature(z, temperature), top_k), top_p
-                )
-                probs = z.softmax(dim=-1)
-                tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-            tokens = tokens.masked_fill(finished, pad_id)
-            seq[:, n] = tokens
-            if blockers is not None or stop:
-                for row, token in enumerate(tokens.tolist()):
-                    if finished[row]:
-                        continue
-                    if blockers is not None:
-                        blockers[row].push(token)
-                    new_tokens[row].append(token)
-                    if stop and stop(new_tokens[row]):
-                        finished[row] = True
-            yield Step(tokens, finished.clone(), raw, probs)
-            if n + 1 == T + max_new_tokens or finished.all():
-                return
-            logits = next_logits(model, seq[:, : n + 1], cache, overflow)
-    finally:
-        model.train(was_training)
+def stream(
+    model,
+    idx,
+    max_new_tokens,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
+    stop=None,
+    seed=None,
+    use_cache=True,
+    *,
+    num_samples=1,
+    tokenizer=None,
+    eot_id=None,
+    pad_id=None,
+    overflow="exact",
+    stacklevel=2,
+) -> Iterator[Step]:
+    """Continue the prompt `idx` by up to `max_new_tokens` tokens, yielding a `Step`
+    (tokens, finished, logits, probs) as soon as each token is chosen (section 6.9). The
+    arguments are checked at the call; the model runs as the steps are asked for, and
+    the whole sequence (B, T + n), the prompt and its continuation, is the generator's
+    return value (what `generate` returns).
 
+    `idx`: token ids (T,) or (B, T), or text with `tokenizer`; an empty prompt starts
+    from <|endoftext|>, a prompt longer than block_size keeps its last block_size tokens
+    (warns). `temperature` 0 is greedy; `top_k` 0/None and `top_p` None/1.0 filter
+    nothing; `repetition_penalty` 1.0 is off; `no_repeat_ngram_size` n > 0 never
+    repeats an n-gram of tokens; `stop`: token ids and strings (with `tokenizer`) that
+    end a row, which is then padded with `pad_id`; `seed`: the same seed gives the same
+    sample; `num_samples` samples per prompt; `use_cache` decodes with a KV cache (the
+    same logits as without); `overflow` says what the cache does once the window is
+    full ("exact" or "shift", section 6.8); `stacklevel`: where the warning about a
+    long prompt points, as in `warnings.warn`.
 
-def _setup(model, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size,
-           stop, seed, num_samples, tokenizer, eot_id, pad_id, overflow):  # fmt: skip
+    >>> from gptlib.model import GPT, GPTConfig
+    >>> m = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    >>> [s.tokens.shape for s in stream(m, [1, 2], 3, temperature=0)]
+    [torch.Size([1]), torch.Size([1]), torch.Size([1])]
+    """
     check_sampling_args(
         max_new_tokens,
         temperature,
@@ -434,85 +230,105 @@ def _setup(model, idx, max_new_tokens, temperature, top_k, top_p, repetition_pen
     )
     if overflow not in OVERFLOW:
         raise SamplingError(
-            f"overflow={overflow!r} is not allowed: use one of {OVERFLOW}"
+            f"overflow={short_repr(overflow)} is not allowed: use one of {OVERFLOW}"
         )
     stop = StopCriteria(stop, tokenizer)
-    idx = prepare_prompt(model, idx, num_samples, tokenizer, eot_id, stacklevel=4)
-    if pad_id is None:
-        pad_id = eot_id if eot_id is not None else getattr(tokenizer, "eot_id", None)
-        pad_id = 0 if pad_id is None else pad_id
-    return idx, stop, pad_id
+    idx = prepare_prompt(
+        model, idx, num_samples, tokenizer, eot_id, stacklevel=stacklevel + 1
+    )
+    pads = (pad_id, eot_id, getattr(tokenizer, "eot_id", None))
+    pad_id = next((p for p in pads if p is not None), 0)
+    generator = None if seed is None else torch.Generator(idx.device).manual_seed(seed)
+    n_gram = no_repeat_ngram_size
+
+    def steps() -> Iterator[Step]:  # the decoding loop, run as its steps are asked for
+        (B, T), device = idx.shape, idx.device
+        seq = torch.empty(B, T + max_new_tokens, dtype=torch.long, device=device)
+        seq[:, :T] = idx  # (B, T + n): grows in place
+        blockers = [NGramBlocker(n_gram, row) for row in idx.tolist()] if n_gram else []
+        new_tokens = [[] for _ in range(B)]
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        if max_new_tokens == 0:
+            return seq
+        dtype = next(model.parameters()).dtype
+        cache = model.new_kv_cache(B, device=device, dtype=dtype) if use_cache else None
+        with eval_mode(model):  # no dropout while decoding
+            logits = next_logits(model, idx, cache, overflow)  # prefill
+            for n in range(T, T + max_new_tokens):
+                raw = logits.float()  # (B, V), goes out as Step.logits: untouched
+                z = apply_repetition_penalty(raw, seq[:, :n], repetition_penalty)
+                if blockers:
+                    z = z.clone() if z is raw else z
+                    for row, blocker in enumerate(blockers):
+                        if not finished[row] and (banned := blocker.banned()):
+                            z[row, list(banned)] = float("-inf")
+                    if (z == float("-inf")).all(dim=-1).any():
+                        raise SamplingError(
+                            f"no_repeat_ngram_size={n_gram} bans every token after "
+                            f"{n - T} new tokens: use a larger size or fewer tokens"
+                        )
+                tokens, probs = _choose(z, temperature, top_k, top_p, generator)
+                seq[:, n] = tokens = tokens.masked_fill(finished, pad_id)
+                track = tokens.tolist() if blockers or stop else []  # rows' histories
+                for row, token in enumerate(track):
+                    if not finished[row]:
+                        if blockers:
+                            blockers[row].push(token)
+                        new_tokens[row].append(token)
+                        if stop and stop(new_tokens[row]):
+                            finished[row] = True
+                yield Step(tokens, finished.clone(), raw, probs)
+                if n + 1 == T + max_new_tokens or finished.all():
+                    return seq[:, : n + 1]
+                logits = next_logits(model, seq[:, : n + 1], cache, overflow)
+
+    return steps()
 
 
-def stream(
-    model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-    no_repeat_ngram_size=0, stop=None, seed=None, use_cache=True, *, num_samples=1, tokenizer=None,
-    eot_id=None, pad_id=None, overflow="exact",
-) -> Iterator[Step]:  # fmt: skip
-    """Decode like `generate`, yielding a `Step` (tokens, finished, logits, probs) as soon as
-    each token is chosen (section 6.9). The arguments are checked at the call; the model
-    runs as the steps are asked for.
-
-    >>> from gptlib.model import GPT, GPTConfig
-    >>> m = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
-    >>> [s.tokens.shape for s in stream(m, [1, 2], 3, temperature=0)]
-    [torch.Size([1]), torch.Size([1]), torch.Size([1])]
-    """
-    idx, stop, pad_id = _setup(model, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                               no_repeat_ngram_size, stop, seed, num_samples, tokenizer, eot_id, pad_id, overflow)  # fmt: skip
-    if max_new_tokens == 0:
-        return iter(())
-    return _decode(model, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                   no_repeat_ngram_size, stop, seed, use_cache, pad_id, overflow)  # fmt: skip
+def _choose(z: Tensor, temperature, top_k, top_p, generator) -> tuple[Tensor, Tensor]:
+    """The tokens (B,) chosen from the processed logits `z` (B, V), and their
+    distribution: the most likely at temperature 0, else a sample after the filters."""
+    if temperature == 0:
+        return z.argmax(dim=-1), z.softmax(dim=-1)
+    z = top_p_filter(top_k_filter(apply_temperature(z, temperature), top_k), top_p)
+    probs = z.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1), probs
 
 
-def generate(
-    model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-    no_repeat_ngram_size=0, stop=None, seed=None, use_cache=True, *, num_samples=1, tokenizer=None,
-    eot_id=None, pad_id=None, overflow="exact",
-) -> Tensor:  # fmt: skip
-    """Continue the prompt `idx` by up to `max_new_tokens` tokens; returns the ids (B, T + n) of
-    the prompt and its continuation (section 6.9).
-
-    `idx`: token ids (T,) or (B, T), or text with `tokenizer`; an empty prompt starts from
-    <|endoftext|>, a prompt longer than block_size keeps its last block_size tokens (warns).
-    `temperature` 0 is greedy; `top_k` 0/None and `top_p` None/1.0 filter nothing;
-    `repetition_penalty` 1.0 is off; `no_repeat_ngram_size` n > 0 never repeats an n-gram;
-    `stop`: token ids and strings (with `tokenizer`) that end a row, which is then padded with
-    `pad_id`; `seed`: the same seed gives the same sample; `num_samples` samples per prompt;
-    `use_cache` decodes with a KV cache (the same logits as without); `overflow` says what the
-    cache does once the window is full ("exact" or "shift", section 6.8).
+def generate(model, idx, max_new_tokens, **options) -> Tensor:
+    """The ids (B, T + n) of the prompt `idx` and its continuation by up to
+    `max_new_tokens` tokens (section 6.9). `options`: those of `stream`.
 
     >>> from gptlib.model import GPT, GPTConfig
     >>> m = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
     >>> generate(m, [1, 2], 5, seed=0, num_samples=3).shape
     torch.Size([3, 7])
     """
-    idx, stop, pad_id = _setup(model, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                               no_repeat_ngram_size, stop, seed, num_samples, tokenizer, eot_id, pad_id, overflow)  # fmt: skip
-    if max_new_tokens == 0:
-        return idx
-    steps = _decode(model, idx, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                    no_repeat_ngram_size, stop, seed, use_cache, pad_id, overflow)  # fmt: skip
-    return torch.cat([idx, torch.stack([s.tokens for s in steps], dim=1)], dim=1)
+    options["stacklevel"] = options.get("stacklevel", 2) + 1  # warn at our caller
+    steps = stream(model, idx, max_new_tokens, **options)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
 
 
 # %% ../notebooks/06_sampling.ipynb #45677c37
 class TextStreamer:
-    """Turns token ids into text pieces as they come: never splits a UTF-8 character, holds
-    back text that may start a stop string, and stops at one (section 6.9).
+    """Turns token ids into text pieces as they come: never splits a UTF-8 character,
+    holds back text that may start a stop string, and stops at one (section 6.9).
 
     >>> from gptlib.tokenizer import train_bpe
-    >>> t = train_bpe("a cat. a dog.", 257)  # bytes and <|endoftext|>: one token per character here
-    >>> s = TextStreamer(t, stop_strings=["."]); [s.push(i) for i in t.encode("a cat. a")], s.stopped
+    >>> t = train_bpe("a cat. a dog.", 257)  # bytes and <|endoftext|>: a token a byte
+    >>> s = TextStreamer(t, stop_strings=["."])
+    >>> [s.push(i) for i in t.encode("a cat. a")], s.stopped
     (['a', ' ', 'c', 'a', 't', '', '', ''], True)
     """
 
     def __init__(self, tokenizer, stop_strings: Sequence[str] = ()):
         self.tokenizer, self.stops = tokenizer, [s for s in stop_strings if s]
-        self.utf8 = codecs.getincrementaldecoder("utf-8")(
-            errors="replace"
-        )  # holds partial characters
+        # holds the bytes of a character until it is complete
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text = ""  # all complete text so far
         self.sent = 0  # how much of it has been handed out
         self.stopped = False
@@ -536,37 +352,29 @@ class TextStreamer:
         if found:
             self.stopped, end = True, min(found)
         elif not final:  # hold back a tail that is the start of a stop string
-            end -= max(
-                (
-                    k
-                    for s in self.stops
-                    for k in range(1, len(s))
-                    if self.text.endswith(s[:k])
-                ),
-                default=0,
-            )
+            ends = self.text.endswith
+            held = [k for s in self.stops for k in range(1, len(s)) if ends(s[:k])]
+            end -= max(held, default=0)
         piece, self.sent = self.text[self.sent : end], max(self.sent, end)
         return piece
 
 
-def stream_text(
-    model, tokenizer, prompt: str, max_new_tokens: int, **kwargs
-) -> Iterator[str]:
-    """The continuation of `prompt` as text pieces, as they are generated; it ends before a stop
-    token or stop string (section 6.9). `kwargs`: the options of `generate`, one sample.
+def stream_text(model, tokenizer, prompt: str, max_new_tokens: int, **options):
+    """The continuation of `prompt` as text pieces, as they are generated; it ends
+    before a stop token or stop string (section 6.9). `options`: those of `stream`, one
+    sample.
 
+    >>> from gptlib.model import GPT, GPTConfig
     >>> from gptlib.tokenizer import train_bpe
     >>> t = train_bpe("a cat. a dog.", 257)
-    >>> from gptlib.model import GPT, GPTConfig
-    >>> m = GPT(GPTConfig(vocab_size=t.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8))
-    >>> isinstance("".join(stream_text(m, t, "a cat", 5, seed=0)), str)
+    >>> config = GPTConfig(t.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    >>> isinstance("".join(stream_text(GPT(config), t, "a cat", 5, seed=0)), str)
     True
     """
-    stop = StopCriteria(kwargs.get("stop"), tokenizer)
+    stop = StopCriteria(options.get("stop"), tokenizer)
     streamer = TextStreamer(tokenizer, stop.strings)
-    for step in stream(
-        model, prompt, max_new_tokens, tokenizer=tokenizer, num_samples=1, **kwargs
-    ):
+    options |= dict(tokenizer=tokenizer, num_samples=1)
+    for step in stream(model, prompt, max_new_tokens, **options):
         token = step.tokens[0].item()
         if step.finished[0] and token in stop.token_ids:
             break
@@ -578,14 +386,21 @@ def stream_text(
         yield rest
 
 
-def generate_text(
-    model, tokenizer, prompt: str, max_new_tokens: int, **kwargs
-) -> list[str]:
-    """The continuations of `prompt`, one string per sample, each cut before its stop token or
-    stop string (section 6.9). `kwargs`: the options of `generate` (`num_samples`, `seed`, ...)."""
-    stop = StopCriteria(kwargs.get("stop"), tokenizer)
-    rows: list[list[int]] | None = None
-    for step in stream(model, prompt, max_new_tokens, tokenizer=tokenizer, **kwargs):
+def generate_text(model, tokenizer, prompt: str, max_new_tokens: int, **options):
+    """The continuations of `prompt`, one string per sample, each cut before its stop
+    token or stop string (section 6.9). `options`: those of `stream` (`num_samples`,
+    `seed`, ...).
+
+    >>> from gptlib.model import GPT, GPTConfig
+    >>> from gptlib.tokenizer import train_bpe
+    >>> t = train_bpe("a cat. a dog.", 257)
+    >>> config = GPTConfig(t.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    >>> len(generate_text(GPT(config), t, "a cat", 5, seed=0, num_samples=2))
+    2
+    """
+    stop = StopCriteria(options.get("stop"), tokenizer)
+    rows, done = None, None
+    for step in stream(model, prompt, max_new_tokens, tokenizer=tokenizer, **options):
         tokens, finished = step.tokens.tolist(), step.finished.tolist()
         if rows is None:
             rows, done = [[] for _ in tokens], [False] * len(tokens)
@@ -594,349 +409,6 @@ def generate_text(
                 done[r] = fin
                 if not (fin and token in stop.token_ids):
                     rows[r].append(token)
-    n = kwargs.get("num_samples", 1)
-    return (
-        [stop.cut(tokenizer.decode(row)) for row in rows]
-        if rows is not None
-        else [""] * n
-    )
-
-
-# %% ../notebooks/06_sampling.ipynb #1862ca40
-class Hypothesis(NamedTuple):
-    """One result of beam search (section 6.10)."""
-
-    tokens: Tensor  # (T + n,) the prompt and its continuation
-    score: float  # logprob / n ** length_penalty: what beam search ranks by
-    logprob: float  # the sum of the log-probabilities of the n new tokens
-
-
-@torch.no_grad()
-def beam_search(
-    model, idx, max_new_tokens, beam_size=4, length_penalty=1.0, stop=None, no_repeat_ngram_size=0,
-    use_cache=True, *, num_return=1, tokenizer=None, eot_id=None,
-) -> list[Hypothesis]:  # fmt: skip
-    """The `num_return` best continuations of one prompt by beam search, best first (section 6.10).
-
-    `stop`: token ids and strings that finish a beam; a beam's score is its log-probability
-    divided by n ** length_penalty for n new tokens. `beam_size` 1 is greedy decoding.
-
-    >>> from gptlib.model import GPT, GPTConfig
-    >>> m = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8))
-    >>> best = beam_search(m, [1, 2], 4, beam_size=3)[0]
-    >>> best.tokens.shape, best.logprob < 0
-    (torch.Size([6]), True)
-    """
-    check_sampling_args(max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
-    _check_int(
-        "max_new_tokens", max_new_tokens, 1
-    )  # a beam's score divides by its length
-    _check_int("beam_size", beam_size, 1)
-    _check_int("num_return", num_return, 1)
-    _check_float("length_penalty", length_penalty, lambda a: True, "a finite number")
-    if num_return > beam_size:
-        raise SamplingError(
-            f"num_return={num_return} is not allowed: use at most beam_size={beam_size}"
-        )
-    stop = StopCriteria(stop, tokenizer)
-    idx = prepare_prompt(
-        model, idx, 1, tokenizer, eot_id, stacklevel=4
-    )  # under no_grad's wrapper
-    if idx.size(0) != 1:
-        raise SamplingError(f"idx holds {idx.size(0)} prompts: beam search takes one")
-    device, dtype = _device_dtype(model)
-    K, T, inf = beam_size, idx.size(1), float("inf")
-    seq = idx.repeat(K, 1)  # (K, T): every beam starts as the prompt...
-    scores = torch.full((K,), -inf, device=device)
-    scores[0] = (
-        0.0  # ...but only one is alive, so that the first step does not pick K copies
-    )
-    cache = model.new_kv_cache(K, device=device, dtype=dtype) if use_cache else None
-    finished: list[Hypothesis] = []
-    was_training = model.training
-    model.eval()
-    try:
-        logits = next_logits(model, seq, cache)  # (K, V)
-        for n in range(1, max_new_tokens + 1):
-            logp = logits.float().log_softmax(dim=-1)
-            if no_repeat_ngram_size:
-                for k, row in enumerate(seq.tolist()):
-                    logp[k, banned_ngram_tokens(row, no_repeat_ngram_size)] = -inf
-            total = (
-                scores[:, None] + logp
-            )  # (K, V) the log-probability of every extension
-            V = total.size(1)
-            top, flat = total.flatten().topk(
-                min(2 * K, total.numel())
-            )  # K live ones among them
-            parents, tokens, new_scores = [], [], []
-            for rank, (s, i) in enumerate(zip(top.tolist(), flat.tolist())):
-                if s == -inf:
-                    break
-                parent, token = divmod(i, V)
-                if stop and stop(seq[parent, T:].tolist() + [token]):
-                    if (
-                        rank < K
-                    ):  # a stop among the K best extensions finishes a hypothesis
-                        ids = torch.cat([seq[parent], seq.new_tensor([token])])
-                        finished.append(Hypothesis(ids, s / n**length_penalty, s))
-                    continue
-                parents.append(parent), tokens.append(token), new_scores.append(s)
-                if len(parents) == K:
-                    break
-            if not parents:  # every extension ends here
-                scores.fill_(-inf)
-                break
-            while (
-                len(parents) < K
-            ):  # fewer live extensions than beams: fill with dead beams
-                (
-                    parents.append(parents[0]),
-                    tokens.append(tokens[0]),
-                    new_scores.append(-inf),
-                )
-            order = torch.tensor(parents, device=device)
-            seq = torch.cat(
-                [seq[order], torch.tensor(tokens, device=device)[:, None]], dim=1
-            )
-            scores = torch.tensor(new_scores, device=device)
-            if cache is not None:  # row i of the cache follows beam i's parent
-                cache.k, cache.v = cache.k[:, order], cache.v[:, order]
-            if (
-                len(finished) >= K
-            ):  # no live beam scores above the K-th best finished one: done
-                kth_best = sorted((h.score for h in finished), reverse=True)[K - 1]
-                if scores.max().item() / n**length_penalty < kth_best:
-                    break
-            if n == max_new_tokens:
-                break
-            logits = next_logits(model, seq, cache)
-    finally:
-        model.train(was_training)
-    n = seq.size(1) - T
-    live = [
-        Hypothesis(seq[k], s / n**length_penalty, s)
-        for k, s in enumerate(scores.tolist())
-        if s > -inf
-    ]
-    return sorted(finished + live, key=lambda h: -h.score)[:num_return]
-
-
-# %% ../notebooks/06_sampling.ipynb #b38a5f47
-def decode_layout(model):
-    """Store the weight of every `nn.Linear` of `model` column by column, in place, and return
-    the model (section 6.11). Values, shapes, names and outputs stay the same; on a CPU, the
-    matrix-vector products of decoding one token at a time read weights stored this way faster.
-    Tied weights (GPT's output layer and token embedding) stay tied.
-
-    >>> from gptlib.model import GPT, GPTConfig
-    >>> m = decode_layout(GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8)))
-    >>> m.lm_head.weight.shape, m.lm_head.weight.stride(), m.lm_head.weight is m.transformer.wte.weight
-    (torch.Size([10, 8]), (1, 10), True)
-    """
-    new = {}  # id of a weight -> (the weight, its column-major copy)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
-                w = module.weight
-                new.setdefault(
-                    id(w),
-                    (w, torch.nn.Parameter(w.t().contiguous().t(), w.requires_grad)),
-                )
-        for (
-            module
-        ) in model.modules():  # every place a weight is used, so that ties stay ties
-            for name, p in list(module._parameters.items()):
-                if p is not None and id(p) in new:
-                    setattr(module, name, new[id(p)][1])
-    return model
-
-
-# %% ../notebooks/06_sampling.ipynb #3c8efab4
-GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-
-
-def _for_decoding(model, tokenizer):
-    """In eval mode, and in the decoding layout on a CPU (section 6.11)."""
-    model.eval()
-    return (
-        decode_layout(model) if next(model.parameters()).device.type == "cpu" else model
-    ), tokenizer
-
-
-def load_sampling_model(checkpoint=None, device="cpu", train_if_missing=False):
-    """A model and its tokenizer to sample from (section 6.12): None for chapter 5's story
-    model, a GPT-2 name ("gpt2", ...) for OpenAI's weights when they are on this machine, or a
-    checkpoint folder (or ckpt.pt) that `gptlib.train.load_model` reads. In eval mode, and on
-    a CPU in `decode_layout`. `train_if_missing`: train the story model first if it is not
-    there (minutes on a CPU), as `gptlib.train.story_model` does."""
-    from gptlib.model import GPT, local_gpt2
-    from gptlib.tokenizer import load_gpt2_tokenizer
-    from gptlib.train import load_model, story_model, story_model_dir
-
-    if checkpoint is None and train_if_missing:
-        model, tokenizer = story_model()
-        return _for_decoding(model.to(device), tokenizer)
-    if checkpoint is None:
-        if not (story_model_dir() / "model.safetensors").is_file():
-            raise FileNotFoundError(
-                f"no story model in {story_model_dir()}: run notebooks/05_training.ipynb, or "
-                "gptlib.train.story_model() to train it"
-            )
-        return _for_decoding(*load_model(story_model_dir(), device=device))
-    if str(checkpoint) in GPT2_NAMES:
-        path = local_gpt2(str(checkpoint))
-        if path is None:
-            raise FileNotFoundError(
-                f"{checkpoint} weights are not on this machine: set $GPTLIB_GPT2_DIR to a folder saved "
-                "by transformers, or download them once into the Hugging Face cache"
-            )
-        return _for_decoding(GPT.from_hf(path).to(device).eval(), load_gpt2_tokenizer())
-    if not Path(checkpoint).exists():
-        raise FileNotFoundError(f"checkpoint {str(checkpoint)!r} does not exist")
-    return _for_decoding(*load_model(checkpoint, device=device))
-
-
-# %% ../notebooks/06_sampling.ipynb #f7be1b0b
-def _generation_defaults(checkpoint) -> dict:
-    """The `generation` section of the run's config.yaml beside the checkpoint, if there is one."""
-    from gptlib.train import GenerationSection, load_config, story_model_dir
-
-    folder = Path(checkpoint) if checkpoint is not None else story_model_dir()
-    folder = folder if folder.is_dir() else folder.parent
-    if (
-        checkpoint is not None
-        and str(checkpoint) in GPT2_NAMES
-        or not (folder / "config.yaml").is_file()
-    ):
-        section = GenerationSection()
-    else:
-        section = load_config(folder / "config.yaml").generation
-    return {
-        f: getattr(section, f)
-        for f in (
-            "prompt",
-            "max_new_tokens",
-            "temperature",
-            "top_k",
-            "top_p",
-            "num_samples",
-            "seed",
-        )
-    }
-
-
-def _stop_string(text: str) -> str:
-    # "\n" typed in a shell; latin-1 with backslashreplace keeps other non-ASCII characters whole
-    return (
-        text.encode("latin-1", "backslashreplace").decode("unicode_escape")
-        if "\\" in text
-        else text
-    )
-
-
-def _sample_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="gptlib sample", description="generate text from a trained GPT"
-    )
-    p.add_argument(
-        "--checkpoint",
-        help="a checkpoint folder or ckpt.pt, or gpt2 (default: the story model)",
-    )
-    p.add_argument(
-        "--prompt", help="the text to continue (default: the run's, else <|endoftext|>)"
-    )
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--temperature", type=float, help="0 is greedy")
-    p.add_argument("--top-k", type=int, help="0 keeps every token")
-    p.add_argument("--top-p", type=float, help="1.0 keeps every token")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="1.0 is off")
-    p.add_argument(
-        "--no-repeat-ngram-size",
-        type=int,
-        default=0,
-        help="never repeat an n-gram of this size",
-    )
-    p.add_argument(
-        "--stop",
-        action="append",
-        default=[],
-        help="a stop string (repeatable; \\n works)",
-    )
-    p.add_argument(
-        "--no-stop-at-eot", action="store_true", help="go on after <|endoftext|>"
-    )
-    p.add_argument("--seed", type=int)
-    p.add_argument("--num-samples", type=int)
-    p.add_argument(
-        "--beam-size", type=int, default=0, help="beam search with this many beams"
-    )
-    p.add_argument("--length-penalty", type=float, default=1.0, help="of beam search")
-    p.add_argument(
-        "--no-cache", action="store_true", help="decode without the KV cache"
-    )
-    p.add_argument(
-        "--overflow",
-        default="exact",
-        choices=OVERFLOW,
-        help="what the cache does when the window is full",
-    )
-    p.add_argument("--device", default="cpu")
-    return p
-
-
-def cli_sample(argv: list[str]) -> int:
-    """`gptlib sample [options]`: print text generated from a checkpoint; returns the exit status
-    (section 6.13). Options left out come from the run's config.yaml (`generation` section)."""
-    try:
-        a = _sample_parser().parse_args(argv)
-    except SystemExit as e:  # argparse has printed the usage and the problem
-        return int(e.code or 0)
-    try:
-        model, tokenizer = load_sampling_model(a.checkpoint, device=a.device)
-        run = _generation_defaults(a.checkpoint)
-        opt = lambda name: (
-            getattr(a, name) if getattr(a, name) is not None else run[name]
-        )
-        prompt, n = opt("prompt"), opt("max_new_tokens")
-        stop = [_stop_string(s) for s in a.stop]
-        if tokenizer.eot_id is not None and not a.no_stop_at_eot:
-            stop.append(tokenizer.eot_id)
-        t0 = time.perf_counter()
-        if a.beam_size:
-            best = beam_search(model, prompt, n, a.beam_size, a.length_penalty, stop, a.no_repeat_ngram_size,
-                               not a.no_cache, tokenizer=tokenizer)[0]  # fmt: skip
-            with warnings.catch_warnings():
-                warnings.simplefilter(
-                    "ignore"
-                )  # beam_search has warned about a long prompt already
-                new = best.tokens[
-                    prepare_prompt(model, prompt, tokenizer=tokenizer).size(1) :
-                ].tolist()
-            new = new[:-1] if new and new[-1] in stop else new
-            print(prompt + StopCriteria(stop, tokenizer).cut(tokenizer.decode(new)))
-        else:
-            options = dict(temperature=opt("temperature"), top_k=opt("top_k"), top_p=opt("top_p"),
-                           repetition_penalty=a.repetition_penalty, no_repeat_ngram_size=a.no_repeat_ngram_size,
-                           stop=stop, seed=opt("seed"), use_cache=not a.no_cache, overflow=a.overflow)  # fmt: skip
-            if opt("num_samples") == 1:  # stream it, piece by piece
-                print(prompt, end="", flush=True)
-                for piece in stream_text(model, tokenizer, prompt, n, **options):
-                    print(piece, end="", flush=True)
-                print()
-            else:
-                texts = generate_text(
-                    model,
-                    tokenizer,
-                    prompt,
-                    n,
-                    num_samples=opt("num_samples"),
-                    **options,
-                )
-                print("\n---\n".join(prompt + text for text in texts))
-    except (ValueError, OSError) as e:  # our errors are one line; keep them so
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"gptlib sample: error: {message}", file=sys.stderr)
-        return 1
-    print(f"[{time.perf_counter() - t0:.2f} s]", file=sys.stderr)
-    return 0
+    if rows is None:  # no new token asked for
+        return [""] * options.get("num_samples", 1)
+    return [stop.cut(tokenizer.decode(row)) for row in rows]

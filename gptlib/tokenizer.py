@@ -4,280 +4,44 @@
 
 # %% auto #0
 __all__ = [
-    "GPT2_PATTERN",
-    "GPT4_PATTERN",
-    "FORMAT_TAG",
-    "GPT2_TOKENIZER_ENV",
-    "GPT2_TIKTOKEN_URL",
-    "GPT2_TIKTOKEN_SHA256",
-    "pair_counts",
-    "merge_pair",
-    "learn_merges_naive",
-    "TokenizerError",
-    "split_text",
-    "training_chunks",
-    "bpe_encode_piece",
     "BPETokenizer",
     "train_bpe_naive",
-    "recover_merges",
-    "write_atomically",
-    "save_tokenizer",
-    "read_tiktoken_ranks",
-    "load_tokenizer",
-    "gpt2_bytes_to_unicode",
-    "read_gpt2_encoder",
-    "load_gpt2_tokenizer",
     "train_bpe",
     "bytes_per_token",
     "truncated",
     "show_tokens",
 ]
 
-# %% ../notebooks/01_tokenizer.ipynb #989ce63f
+# %% ../notebooks/01_tokenizer.ipynb #704f62f0
 import base64
-import functools
-import hashlib
-import heapq
 import json
 import os
-import socket
-import tempfile
 import warnings
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from urllib.parse import urlparse
 
-import regex
 import tiktoken
-import tiktoken.load
 
-from .data import EOT, shared_data_dir
-
-
-# %% ../notebooks/01_tokenizer.ipynb #9b17e7c8
-def pair_counts(chunks: Iterable[list[int]]) -> Counter:
-    """How often each adjacent pair of ids occurs inside the `chunks` (section 1.2).
-
-    >>> pair_counts([[1, 2, 3, 1, 2], [1, 1, 1]])
-    Counter({(1, 2): 2, (1, 1): 2, (2, 3): 1, (3, 1): 1})
-    """
-    counts = Counter()
-    for ids in chunks:
-        counts.update(zip(ids, ids[1:]))
-    return counts
-
-
-# %% ../notebooks/01_tokenizer.ipynb #47a92701
-def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """`ids` with each occurrence of `pair`, left to right and not overlapping, replaced by `new_id` (section 1.2).
-
-    >>> merge_pair([1, 1, 1, 2, 1, 1], (1, 1), 256)
-    [256, 1, 2, 256]
-    """
-    out, i, a, b = [], 0, pair[0], pair[1]
-    while i < len(ids):
-        if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
-# %% ../notebooks/01_tokenizer.ipynb #fb12d3a5
-def learn_merges_naive(
-    chunks: Iterable[list[int]], n_merges: int
-) -> tuple[list[tuple[int, int]], list[bytes]]:
-    """The naive BPE trainer: count every pair in the corpus, merge the most frequent, repeat (section 1.3).
-
-    Ties go to the highest count, then the smallest pair `(a, b)`; a pair whose bytes already
-    form a token is skipped. Returns `(merges, vocab)`: `merges[i]` made token `256 + i`, and
-    `vocab[id]` is the bytes of token `id`. Stops early when no pair is left.
-
-    >>> merges, vocab = learn_merges_naive([list(b"abab"), list(b"ab")], 2)
-    >>> merges, vocab[256:]
-    ([(97, 98), (256, 256)], [b'ab', b'abab'])
-    """
-    chunks = [list(ids) for ids in chunks]
-    vocab = [bytes([i]) for i in range(256)]
-    known = set(vocab)
-    merges = []
-    while len(merges) < n_merges:
-        counts = pair_counts(
-            chunks
-        )  # a full pass over the corpus for every merge: this is what is slow
-        candidates = [
-            (-n, p) for p, n in counts.items() if vocab[p[0]] + vocab[p[1]] not in known
-        ]
-        if not candidates:
-            break
-        _, best = min(candidates)  # highest count, then smallest pair
-        new_id = len(vocab)
-        chunks = [
-            merge_pair(ids, best, new_id) if len(ids) > 1 else ids for ids in chunks
-        ]
-        merges.append(best)
-        vocab.append(vocab[best[0]] + vocab[best[1]])
-        known.add(vocab[-1])
-    return merges, vocab
-
-
-# %% ../notebooks/01_tokenizer.ipynb #b4f42bda
-GPT2_PATTERN = (
-    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-)
-GPT4_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
-    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-)
-
-
-@functools.lru_cache(maxsize=32)
-def _compile(pattern: str) -> regex.Pattern:
-    try:
-        return regex.compile(pattern)
-    except regex.error as e:
-        raise TokenizerError(
-            f"pattern {pattern!r} is not a valid regular expression: {e}"
-        ) from None
-
-
-class TokenizerError(ValueError):
-    """Bad input to the tokenizer; the message names the value and what is allowed (section 1.4)."""
-
-
-def split_text(text: str, pattern: str = GPT2_PATTERN) -> list[str]:
-    """The chunks BPE works inside: `text` cut by the regular expression `pattern` (section 1.4).
-
-    >>> split_text("Tom's dog ran 12345 m!!")
-    ['Tom', "'s", ' dog', ' ran', ' 12345', ' m', '!!']
-    """
-    return _compile(pattern).findall(text)
-
-
-# %% ../notebooks/01_tokenizer.ipynb #c8073abf
-def _special_regex(specials: Iterable[str]) -> regex.Pattern | None:
-    """One regex that finds any of `specials`, longest first so that no special hides a longer one."""
-    specials = sorted(specials, key=len, reverse=True)
-    return (
-        regex.compile("|".join(regex.escape(s) for s in specials)) if specials else None
-    )
-
-
-def _check_specials(special_tokens: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(special_tokens, str):
-        special_tokens = (special_tokens,)
-    specials = tuple(special_tokens)
-    for s in specials:
-        if not isinstance(s, str) or not s:
-            raise TokenizerError(f"special token {s!r} must be a non-empty string")
-    if len(set(specials)) != len(specials):
-        raise TokenizerError(f"special_tokens {specials!r} holds a token twice")
-    return specials
-
-
-def training_chunks(
-    texts: str | Iterable[str],
-    pattern: str = GPT2_PATTERN,
-    special_tokens: Iterable[str] = (EOT,),
-) -> Iterator[list[str]]:
-    """The chunks of each training text: cut at special tokens (which are dropped), then by `pattern` (section 1.5).
-
-    >>> list(training_chunks("Hi Tom.<|endoftext|>Bye!"))
-    [['Hi', ' Tom', '.'], ['Bye', '!']]
-    """
-    split = _compile(pattern).findall
-    specials = _check_specials(special_tokens)
-    cut = _special_regex(specials)
-    for i, text in enumerate([texts] if isinstance(texts, str) else texts):
-        if not isinstance(text, str):
-            raise TokenizerError(
-                f"training text number {i} is a {type(text).__name__}, not a str"
-            )
-        if cut is not None and any(s in text for s in specials):
-            yield from (split(part) for part in cut.split(text))
-        else:
-            yield split(text)
-
-
-# %% ../notebooks/01_tokenizer.ipynb #4a9d563d
-def bpe_encode_piece(
-    piece: bytes, ranks: dict[bytes, int], max_rank: int | None = None
-) -> list[int]:
-    """Ids of one chunk: merge the adjacent pair forming the lowest-ranked token, leftmost first (section 1.6).
-
-    Only tokens with rank below `max_rank` are used, when it is given.
-
-    >>> ranks = {bytes([i]): i for i in range(256)} | {b"ab": 256, b"abc": 257}
-    >>> bpe_encode_piece(b"abcab", ranks)
-    [257, 256]
-    """
-    if max_rank is None:
-        rank = ranks.get(piece)
-        if rank is not None:
-            return [
-                rank
-            ]  # the whole chunk is a token: the common case for frequent words
-    if len(piece) > 256:
-        return _bpe_encode_long(piece, ranks, max_rank)
-    limit = (1 << 62) if max_rank is None else max_rank
-    get = ranks.get
-    parts = [piece[i : i + 1] for i in range(len(piece))]
-    pair_ranks = [get(parts[i] + parts[i + 1], limit) for i in range(len(parts) - 1)]
-    while pair_ranks:
-        best = min(pair_ranks)
-        if best >= limit:
-            break
-        i = pair_ranks.index(best)  # the leftmost of the lowest rank
-        parts[i : i + 2] = [parts[i] + parts[i + 1]]
-        del pair_ranks[i]
-        if i > 0:
-            pair_ranks[i - 1] = get(parts[i - 1] + parts[i], limit)
-        if i < len(pair_ranks):
-            pair_ranks[i] = get(parts[i] + parts[i + 1], limit)
-    return [ranks[p] for p in parts]
-
-
-def _bpe_encode_long(
-    piece: bytes, ranks: dict[bytes, int], max_rank: int | None = None
-) -> list[int]:
-    """`bpe_encode_piece` in O(n log n) for long chunks: a heap of (rank, start) over a linked list."""
-    n, limit, get = len(piece), (1 << 62) if max_rank is None else max_rank, ranks.get
-    end = list(range(1, n + 1))  # end[s]: where the token starting at byte s ends
-    prev = list(range(-1, n - 1))  # start of the token before the one starting at s
-    alive = [True] * n
-    heap = [(r, s) for s in range(n - 1) if (r := get(piece[s : s + 2], limit)) < limit]
-    heapq.heapify(heap)
-    while heap:
-        r, s = heapq.heappop(heap)
-        nxt = end[s]
-        if not alive[s] or nxt >= n or get(piece[s : end[nxt]]) != r:
-            continue  # stale: one of the two tokens has merged since this entry was pushed
-        end[s] = end[nxt]  # merge the token at nxt into the token at s
-        alive[nxt] = False
-        if end[s] < n:
-            prev[end[s]] = s
-        if prev[s] >= 0 and (rr := get(piece[prev[s] : end[s]], limit)) < limit:
-            heapq.heappush(heap, (rr, prev[s]))
-        if end[s] < n and (rr := get(piece[s : end[end[s]]], limit)) < limit:
-            heapq.heappush(heap, (rr, s))
-    out, s = [], 0
-    while s < n:
-        out.append(ranks[piece[s : end[s]]])
-        s = end[s]
-    return out
-
+from .bpe import GPT2_PATTERN, TokenizerError, bpe_encode_piece, split_text
+from .bpe import check_special_tokens, special_tokens_regex, training_chunks
+from .bpe import learn_merges, learn_merges_naive, recover_merges
+from .bpe import read_tiktoken_ranks, read_tokenizer_text
+from .common import short_repr, write_atomically
+from .data import EOT
 
 # %% ../notebooks/01_tokenizer.ipynb #1a3f6bb7
+_FORMAT = "#gptlib-bpe v1"  # the first word of a tokenizer file
+
+
 class BPETokenizer:
-    """A byte-level BPE tokenizer: token ranks, special tokens and a pre-splitting pattern (section 1.6).
+    """A byte-level BPE tokenizer: token ranks, special tokens and a pre-splitting
+    pattern (section 1.7).
 
     `ranks` maps the bytes of each token to its id and must hold all 256 single bytes;
     `special_tokens` maps strings such as "<|endoftext|>" to ids of their own.
 
-    >>> tok = train_bpe(["the cat sat on the mat"] * 3, vocab_size=262)
+    >>> tok = train_bpe_naive(["the cat sat on the mat"] * 3, vocab_size=262)
     >>> ids = tok.encode("the cat"); ids, [tok.decode([i]) for i in ids]
     ([258, 259, 256], ['the', ' c', 'at'])
     """
@@ -294,24 +58,20 @@ class BPETokenizer:
         self.ranks = dict(ranks)
         self.special_tokens = dict(special_tokens or {})
         self.pattern, self.name = pattern, name
-        self._split = _compile(pattern).findall
-        ids = list(self.ranks.values()) + list(self.special_tokens.values())
-        if any(not isinstance(i, int) or i < 0 for i in ids) or len(set(ids)) != len(
-            ids
-        ):
+        split_text("", pattern)  # a bad pattern fails here, not at the first encode
+        ids = [*self.ranks.values(), *self.special_tokens.values()]
+        distinct = len(set(ids)) == len(ids)
+        if not distinct or any(not isinstance(i, int) or i < 0 for i in ids):
             raise TokenizerError(
                 "token ids must be distinct non-negative integers (ranks and special tokens)"
             )
-        missing = [i for i in range(256) if bytes([i]) not in self.ranks]
-        if missing:
+        if missing := [i for i in range(256) if bytes([i]) not in self.ranks]:
             raise TokenizerError(
-                f"ranks lack the single byte {bytes([missing[0]])!r}: all 256 bytes are needed"
+                f"ranks lack the single byte {bytes(missing[:1])!r}: all 256 bytes are needed"
             )
-        _check_specials(self.special_tokens)
+        check_special_tokens(self.special_tokens)
         self._decoder = {i: b for b, i in self.ranks.items()}
-        self._decoder.update(
-            {i: s.encode("utf-8") for s, i in self.special_tokens.items()}
-        )
+        self._decoder.update({i: s.encode() for s, i in self.special_tokens.items()})
         self._vocab_size = max(self._decoder) + 1
         self._merges = merges
         self._cache: dict[str, tuple[int, ...]] = {}
@@ -327,10 +87,18 @@ class BPETokenizer:
         """Id of "<|endoftext|>", or None if this tokenizer has no such token."""
         return self.special_tokens.get(EOT)
 
+    @property
+    def merges(self) -> list[tuple[int, int]]:
+        """The merges in the order they were learned: `merges[i]` is the pair `(a, b)` of
+        ids that made the (256 + i)-th lowest-ranked token (recovered after loading)."""
+        if self._merges is None:
+            self._merges = recover_merges(self.ranks)
+        return self._merges
+
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of `text`, with special tokens treated as plain text."""
         out, cache, ranks = [], self._cache, self.ranks
-        for chunk in self._split(text):
+        for chunk in split_text(text, self.pattern):
             ids = cache.get(chunk)
             if ids is None:
                 ids = tuple(bpe_encode_piece(chunk.encode("utf-8"), ranks))
@@ -343,31 +111,31 @@ class BPETokenizer:
     def encode(
         self, text: str, allowed_special=frozenset(), disallowed_special="all"
     ) -> list[int]:
-        """Ids of `text`. A special token in `text` is an error unless it is in `allowed_special`
-        (a set, or "all"), or `disallowed_special` excludes it (e.g. `()`: encode it as plain text)."""
+        """Ids of `text`. A special token in `text` is an error unless it is in
+        `allowed_special` (a set, or "all"), or `disallowed_special` excludes it (e.g.
+        `()`: encode it as plain text)."""
         if not isinstance(text, str):
             raise TokenizerError(
                 f"text to encode is a {type(text).__name__}, not a str"
             )
         allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
-        if disallowed and (found := _special_regex(disallowed).search(text)):
+        if disallowed and (found := special_tokens_regex(disallowed).search(text)):
+            s = found.group()
             raise TokenizerError(
-                f"text contains the special token {found.group()!r} at character {found.start()}; pass "
-                f"allowed_special={{{found.group()!r}}} to encode it as a special token, or disallowed_special=() "
-                "to encode it as plain text"
+                f"text contains the special token {s!r} at character {found.start()}; "
+                f"pass allowed_special={{{s!r}}} to encode it as a special token, or "
+                "disallowed_special=() to encode it as plain text"
             )
         if not allowed or not any(s in text for s in allowed):
             return self.encode_ordinary(text)
         out, start = [], 0
-        for m in _special_regex(allowed).finditer(text):
+        for m in special_tokens_regex(allowed).finditer(text):
             out += self.encode_ordinary(text[start : m.start()])
             out.append(self.special_tokens[m.group()])
             start = m.end()
         return out + self.encode_ordinary(text[start:])
 
-    def _special_sets(
-        self, allowed_special, disallowed_special
-    ) -> tuple[frozenset, frozenset]:
+    def _special_sets(self, allowed_special, disallowed_special):
         sets = []
         for arg, value in (
             ("allowed_special", allowed_special),
@@ -375,16 +143,15 @@ class BPETokenizer:
         ):
             if value == "all":
                 value = self.special_tokens
-            elif value is None:
-                value = ()
             elif isinstance(value, str):
                 raise TokenizerError(
-                    f"{arg}={value!r} must be 'all' or a set of special tokens"
+                    f"{arg}={short_repr(value)} must be 'all' or a set of special tokens"
                 )
-            value = frozenset(value)
+            value = frozenset(value or ())
             if unknown := sorted(value - self.special_tokens.keys()):
                 raise TokenizerError(
-                    f"{arg} holds {unknown[0]!r}, which is not one of the special tokens {sorted(self.special_tokens)}"
+                    f"{arg} holds {short_repr(unknown[0])}, which is not one of the "
+                    f"special tokens {short_repr(sorted(self.special_tokens))}"
                 )
             sets.append(value)
         return sets[0], sets[1] - sets[0]
@@ -396,7 +163,8 @@ class BPETokenizer:
         disallowed_special="all",
         num_threads: int = 8,
     ) -> list[list[int]]:
-        """Ids of each text, the same as `encode`, computed by `tiktoken` on several threads (section 1.10)."""
+        """Ids of each text, the same as `encode`, computed by `tiktoken` on several
+        threads."""
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
@@ -404,12 +172,9 @@ class BPETokenizer:
                     f"text number {i} to encode is a {type(text).__name__}, not a str"
                 )
         allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
-        if disallowed:
-            for text in texts:
-                if any(s in text for s in disallowed):
-                    self.encode(
-                        text, allowed, disallowed
-                    )  # raises, with the pure-Python message
+        for text in texts if disallowed else ():
+            if any(s in text for s in disallowed):
+                self.encode(text, allowed, disallowed)  # raises the error of `encode`
         return self.to_tiktoken().encode_batch(
             texts,
             allowed_special=allowed,
@@ -417,87 +182,111 @@ class BPETokenizer:
             num_threads=num_threads,
         )
 
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The bytes of the tokens `ids`, concatenated (no UTF-8 decoding)."""
-        if hasattr(ids, "tolist"):
-            ids = ids.tolist()  # a tensor or an array
-        elif not isinstance(ids, (list, tuple)):
-            ids = list(
-                ids
-            )  # an iterator: the error path below reads the ids a second time
-        decoder = self._decoder
-        try:
-            return b"".join([decoder[i] for i in ids])
-        except (KeyError, TypeError):
-            bad = next(i for i in ids if not isinstance(i, int) or i not in decoder)
-            raise TokenizerError(
-                f"token id {bad!r} is not in the vocabulary (ids 0..{self.vocab_size - 1})"
-            ) from None
-
-    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
-        """The text of `ids`; bytes that are not valid UTF-8 become "\\ufffd" (with `errors="replace"`)."""
-        return self.decode_bytes(ids).decode("utf-8", errors=errors)
-
-    def token_bytes(self, id: int) -> bytes:
-        """The bytes of one token."""
-        return self.decode_bytes([id])
-
-    @property
-    def merges(self) -> list[tuple[int, int]]:
-        """The merges, in the order they were learned: `merges[i]` is the pair `(a, b)` of ids that
-        made the (256 + i)-th lowest-ranked token (recovered from the ranks after loading; section 1.7)."""
-        if self._merges is None:
-            self._merges = recover_merges(self.ranks)
-        return self._merges
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the tokenizer to a text file (format in section 1.7)."""
-        save_tokenizer(self, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "BPETokenizer":
-        """Read a tokenizer written by `save` (section 1.7)."""
-        return load_tokenizer(path)
-
     def to_tiktoken(self) -> tiktoken.Encoding:
-        """The same tokenizer as a `tiktoken.Encoding` (same ids, much faster; section 1.10)."""
+        """The same tokenizer as a `tiktoken.Encoding` (same ids, much faster)."""
         if self._tiktoken is None:
             self._tiktoken = tiktoken.Encoding(
-                name=self.name,
+                self.name,
                 pat_str=self.pattern,
                 mergeable_ranks=self.ranks,
                 special_tokens=self.special_tokens,
             )
         return self._tiktoken
 
-    def __getstate__(
-        self,
-    ):  # pickling (e.g. to worker processes): leave the caches behind
-        return {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("_split", "_cache", "_tiktoken")
-        }
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The bytes of the tokens `ids`, concatenated (no UTF-8 decoding)."""
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()  # a tensor or an array
+        elif not isinstance(ids, list | tuple):
+            ids = list(ids)  # an iterator: the error path below reads the ids again
+        try:
+            return b"".join([self._decoder[i] for i in ids])
+        except (KeyError, TypeError):
+            bad = next(
+                i for i in ids if not isinstance(i, int) or i not in self._decoder
+            )
+            raise TokenizerError(
+                f"token id {short_repr(bad)} is not in the vocabulary "
+                f"(ids 0..{self.vocab_size - 1})"
+            ) from None
 
-    def __setstate__(self, state):
-        self.__dict__.update(
-            state, _split=_compile(state["pattern"]).findall, _cache={}, _tiktoken=None
+    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+        """The text of `ids`; bytes that are not valid UTF-8 become "\\ufffd"."""
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the tokenizer to `path`: a header line, then `base64(bytes) rank` lines."""
+        header = {
+            "name": self.name,
+            "pattern": self.pattern,
+            "special_tokens": self.special_tokens,
+            "tokens": len(self.ranks),
+        }
+        lines = [f"{_FORMAT} {json.dumps(header)}"] + [
+            f"{base64.b64encode(b).decode('ascii')} {r}"
+            for b, r in sorted(self.ranks.items(), key=lambda t: t[1])
+        ]
+        text = "\n".join(lines) + "\n"
+        write_atomically(
+            path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n")
         )
 
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "BPETokenizer":
+        """Read a tokenizer written by `save`; a damaged file gives a one-line error that
+        names the file and the line."""
+        path = Path(path)
+        head, _, body = read_tokenizer_text(path).partition("\n")
+        if not head.startswith(_FORMAT + " "):
+            raise TokenizerError(
+                f"{path}, line 1: not a gptlib tokenizer file (it must start with "
+                f"{_FORMAT!r})"
+            )
+        try:
+            header = json.loads(head[len(_FORMAT) :])
+            keys = ("name", "pattern", "special_tokens", "tokens")
+            name, pattern, specials, n = (header[k] for k in keys)
+            types = (int, dict, str)
+            if not all(map(isinstance, (n, specials, pattern), types)):
+                raise ValueError("wrong types")
+        except (ValueError, KeyError, TypeError) as e:
+            raise TokenizerError(
+                f"{path}, line 1: damaged header ({type(e).__name__}: {e})"
+            ) from None
+        ranks = read_tiktoken_ranks(path, body, first_line=2)
+        if len(ranks) < n:
+            raise TokenizerError(
+                f"{path}, line {body.count(chr(10)) + 2}: the header announces {n} "
+                f"tokens but the file holds {len(ranks)} (truncated?)"
+            )
+        if len(ranks) > n:
+            raise TokenizerError(
+                f"{path}, line {n + 2}: more tokens than the {n} the header announces"
+            )
+        try:
+            return cls(ranks, specials, pattern, name=name)
+        except TokenizerError as e:
+            raise TokenizerError(f"{path}: {e}") from None
+
+    def __getstate__(self):  # pickling (e.g. to worker processes): without the caches
+        return self.__dict__ | {"_cache": {}, "_tiktoken": None}
+
     def __repr__(self) -> str:
-        return f"BPETokenizer(name={self.name!r}, vocab_size={self.vocab_size}, special_tokens={self.special_tokens})"
+        return (
+            f"BPETokenizer(name={self.name!r}, vocab_size={self.vocab_size}, "
+            f"special_tokens={short_repr(self.special_tokens)})"
+        )
 
 
+# %% ../notebooks/01_tokenizer.ipynb #355f823d
 def train_bpe_naive(
     texts: str | Iterable[str],
     vocab_size: int,
     pattern: str = GPT2_PATTERN,
     special_tokens: Iterable[str] = (EOT,),
 ) -> BPETokenizer:
-    """The reference trainer: `learn_merges_naive` on every chunk of `texts` (slow; section 1.6).
-
-    Same arguments and result as `train_bpe`, which learns the same merges much faster.
-    """
+    """The reference trainer: `learn_merges_naive` on every chunk of `texts` (slow;
+    section 1.7). Same arguments and result as `train_bpe`, which is much faster."""
     specials, n_merges = _check_training_args(vocab_size, special_tokens)
     chunks = [
         list(c.encode("utf-8"))
@@ -512,15 +301,14 @@ def train_bpe_naive(
     return _trained_tokenizer(merges, vocab, specials, pattern, vocab_size)
 
 
-def _check_training_args(
-    vocab_size: int, special_tokens: Iterable[str]
-) -> tuple[tuple[str, ...], int]:
-    specials = _check_specials(special_tokens)
+def _check_training_args(vocab_size, special_tokens) -> tuple[tuple[str, ...], int]:
+    specials = check_special_tokens(special_tokens)
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-        raise TokenizerError(f"vocab_size={vocab_size!r} must be an integer")
+        raise TokenizerError(f"vocab_size={short_repr(vocab_size)} must be an integer")
     if vocab_size < 256 + len(specials):
         raise TokenizerError(
-            f"vocab_size={vocab_size} is below 256 byte tokens + {len(specials)} special tokens = {256 + len(specials)}"
+            f"vocab_size={vocab_size} is below 256 byte tokens + {len(specials)} "
+            f"special tokens = {256 + len(specials)}"
         )
     if vocab_size > 0x110000:  # the fast trainer writes token ids as characters
         raise TokenizerError(
@@ -537,394 +325,11 @@ def _trained_tokenizer(merges, vocab, specials, pattern, vocab_size) -> BPEToken
             stacklevel=3,
         )
     special_ids = {s: len(vocab) + k for k, s in enumerate(specials)}
-    return BPETokenizer(
-        {b: i for i, b in enumerate(vocab)}, special_ids, pattern, merges=list(merges)
-    )
+    ranks = {b: i for i, b in enumerate(vocab)}
+    return BPETokenizer(ranks, special_ids, pattern, merges=list(merges))
 
 
-# %% ../notebooks/01_tokenizer.ipynb #c462aa6f
-FORMAT_TAG = "#gptlib-bpe v1"
-
-
-def recover_merges(ranks: dict[bytes, int]) -> list[tuple[int, int]]:
-    """The merge that made each multi-byte token, in rank order: BPE on the token's bytes with
-    only lower ranks leaves exactly two parts (section 1.7)."""
-    merges = []
-    for token, rank in sorted(ranks.items(), key=lambda t: t[1]):
-        if len(token) > 1:
-            parts = bpe_encode_piece(token, ranks, max_rank=rank)
-            if len(parts) != 2:
-                raise TokenizerError(
-                    f"token {token!r} (rank {rank}) is not a merge of two lower-ranked tokens"
-                )
-            merges.append((parts[0], parts[1]))
-    return merges
-
-
-def write_atomically(path: str | os.PathLike, write) -> Path:
-    """Call `write(tmp)` to fill a temporary file beside `path`, then rename it onto `path`:
-    readers see the old file or the new one, never half of one (section 1.7). The temporary
-    name is unique to the process, so two writers never share one. Later chapters save
-    weights, shards and checkpoints through it.
-
-    >>> folder = Path(tempfile.mkdtemp())
-    >>> write_atomically(folder / "hello.txt", lambda tmp: tmp.write_text("hi")).read_text()
-    'hi'
-    >>> [p.name for p in folder.iterdir()]
-    ['hello.txt']
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def save_tokenizer(tok: BPETokenizer, path: str | os.PathLike) -> None:
-    """Write `tok` as a header line and one `base64(bytes) rank` line per token (section 1.7)."""
-    header = {
-        "name": tok.name,
-        "pattern": tok.pattern,
-        "special_tokens": tok.special_tokens,
-        "tokens": len(tok.ranks),
-    }
-    lines = [f"{FORMAT_TAG} {json.dumps(header)}"]
-    lines += [
-        f"{base64.b64encode(b).decode('ascii')} {r}"
-        for b, r in sorted(tok.ranks.items(), key=lambda t: t[1])
-    ]
-    text = "\n".join(lines) + "\n"
-    write_atomically(
-        path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n")
-    )
-
-
-def _rank_line(path: Path, number: int, line: str) -> tuple[bytes, int]:
-    """One `base64(bytes) rank` line, or a one-line error naming the file and the line."""
-    fields = line.split()
-    try:
-        if len(fields) != 2:
-            raise ValueError
-        return base64.b64decode(fields[0], validate=True), int(fields[1])
-    except ValueError:
-        shown = line if len(line) <= 60 else line[:57] + "..."
-        raise TokenizerError(
-            f"{path}, line {number}: expected '<base64 token> <rank>', got {shown!r}"
-        ) from None
-
-
-def read_tiktoken_ranks(
-    path: str | os.PathLike, text: str | None = None, first_line: int = 1
-) -> dict[bytes, int]:
-    """Ranks from a `tiktoken` file (`base64(bytes) rank` per line), checked line by line (section 1.7)."""
-    path = Path(path)
-    if text is None:
-        text = _read_text(path)
-    ranks, ids = {}, set()
-    for number, line in enumerate(text.splitlines(), start=first_line):
-        if not line.strip():
-            continue
-        token, rank = _rank_line(path, number, line)
-        if token in ranks or rank in ids:
-            raise TokenizerError(
-                f"{path}, line {number}: token {token!r} or rank {rank} appears twice"
-            )
-        ranks[token] = rank
-        ids.add(rank)
-    return ranks
-
-
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise TokenizerError(f"tokenizer file {path} does not exist")
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise TokenizerError(
-            f"{path}, line {line}: not UTF-8 text (corrupt file?)"
-        ) from None
-
-
-def load_tokenizer(path: str | os.PathLike) -> BPETokenizer:
-    """Read a tokenizer written by `save_tokenizer`; a damaged file gives a one-line error (section 1.7)."""
-    path = Path(path)
-    text = _read_text(path)
-    head, _, body = text.partition("\n")
-    if not head.startswith(FORMAT_TAG + " "):
-        raise TokenizerError(
-            f"{path}, line 1: not a gptlib tokenizer file (it must start with {FORMAT_TAG!r})"
-        )
-    try:
-        header = json.loads(head[len(FORMAT_TAG) :])
-        name, pattern, specials, n = (
-            header[k] for k in ("name", "pattern", "special_tokens", "tokens")
-        )
-        if (
-            not isinstance(n, int)
-            or not isinstance(specials, dict)
-            or not isinstance(pattern, str)
-        ):
-            raise ValueError("wrong types")
-    except (ValueError, KeyError, TypeError) as e:
-        raise TokenizerError(
-            f"{path}, line 1: damaged header ({type(e).__name__}: {e})"
-        ) from None
-    ranks = read_tiktoken_ranks(path, body, first_line=2)
-    if len(ranks) < n:
-        raise TokenizerError(
-            f"{path}, line {body.count(chr(10)) + 2}: the header announces {n} tokens but the file holds "
-            f"{len(ranks)} (truncated?)"
-        )
-    if len(ranks) > n:
-        raise TokenizerError(
-            f"{path}, line {n + 2}: more tokens than the {n} the header announces"
-        )
-    try:
-        return BPETokenizer(ranks, specials, pattern, name=name)
-    except TokenizerError as e:
-        raise TokenizerError(f"{path}: {e}") from None
-
-
-# %% ../notebooks/01_tokenizer.ipynb #ab415523
-def gpt2_bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's printable stand-in for each byte: printable bytes stand for themselves, the other
-    68 map to chr(256), chr(257), ... in byte order (section 1.8).
-
-    >>> m = gpt2_bytes_to_unicode(); m[ord("A")], m[ord(" ")], m[ord("\\n")]
-    ('A', 'Ġ', 'Ċ')
-    """
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    shifted = [b for b in range(256) if b not in printable]
-    return {b: chr(b) for b in printable} | {
-        b: chr(256 + k) for k, b in enumerate(shifted)
-    }
-
-
-def read_gpt2_encoder(
-    encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike
-) -> tuple[dict[bytes, int], dict]:
-    """Ranks and special tokens from GPT-2's `encoder.json` and `vocab.bpe`; the merges in
-    `vocab.bpe` are checked against the ids in `encoder.json` (section 1.8)."""
-    encoder_json, vocab_bpe = Path(encoder_json), Path(vocab_bpe)
-    try:
-        encoder = json.loads(_read_text(encoder_json))
-    except json.JSONDecodeError as e:
-        raise TokenizerError(
-            f"{encoder_json}, line {e.lineno}: not valid JSON ({e.msg})"
-        ) from None
-    if not isinstance(encoder, dict):
-        raise TokenizerError(
-            f"{encoder_json}, line 1: expected a JSON object of token -> id"
-        )
-    byte_of = {ch: b for b, ch in gpt2_bytes_to_unicode().items()}
-    ranks, specials = {}, {}
-    for token, i in encoder.items():
-        if token.startswith("<|") and token.endswith("|>"):
-            specials[token] = i
-        elif all(ch in byte_of for ch in token):
-            ranks[bytes(byte_of[ch] for ch in token)] = i
-        else:
-            raise TokenizerError(
-                f"{encoder_json}: token {token!r} has a character outside GPT-2's byte alphabet"
-            )
-    lines = _read_text(vocab_bpe).splitlines()
-    merged = 0
-    for number, line in enumerate(lines, start=1):
-        if line.startswith("#version") or not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2 or not all(ch in byte_of for ch in parts[0] + parts[1]):
-            raise TokenizerError(
-                f"{vocab_bpe}, line {number}: expected two GPT-2 tokens, got {line[:60]!r}"
-            )
-        token = bytes(byte_of[ch] for ch in parts[0] + parts[1])
-        if ranks.get(token) != 256 + merged:
-            raise TokenizerError(
-                f"{vocab_bpe}, line {number}: merge {line!r} makes id {ranks.get(token)} in {encoder_json.name}, "
-                f"expected {256 + merged}"
-            )
-        merged += 1
-    if merged != len(ranks) - 256:
-        raise TokenizerError(
-            f"{vocab_bpe}, line {len(lines)}: {merged} merges for {len(ranks) - 256} (truncated?)"
-        )
-    return ranks, specials
-
-
-# %% ../notebooks/01_tokenizer.ipynb #fa570fa7
-GPT2_TOKENIZER_ENV = "GPTLIB_GPT2_TOKENIZER"
-GPT2_TIKTOKEN_URL = (
-    "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
-)
-GPT2_TIKTOKEN_SHA256 = (
-    "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
-)
-
-
-def _gpt2_from_path(path: Path) -> tuple[dict[bytes, int], dict]:
-    """Ranks and specials from a gpt2.tiktoken file, an encoder.json or vocab.bpe (with its partner
-    beside it), or a folder holding either."""
-    if path.is_dir():
-        if (path / "gpt2.tiktoken").is_file():
-            path = path / "gpt2.tiktoken"
-        elif (path / "encoder.json").is_file() and (path / "vocab.bpe").is_file():
-            path = path / "encoder.json"
-        else:
-            raise TokenizerError(
-                f"folder {path} holds neither gpt2.tiktoken nor encoder.json + vocab.bpe"
-            )
-    if path.suffix == ".tiktoken":
-        return read_tiktoken_ranks(path), {EOT: 50256}
-    if path.suffix in (".json", ".bpe"):
-        encoder, merges = (
-            (path, path.with_name("vocab.bpe"))
-            if path.suffix == ".json"
-            else (path.with_name("encoder.json"), path)
-        )
-        if not encoder.is_file() or not merges.is_file():
-            raise TokenizerError(
-                f"GPT-2's {encoder.name} and {merges.name} must lie side by side: {merges} is missing"
-            )
-        return read_gpt2_encoder(encoder, merges)
-    raise TokenizerError(
-        f"{path} is not a .tiktoken file, an encoder.json, a vocab.bpe or a folder of them"
-    )
-
-
-def _tiktoken_cache_has(url: str) -> bool:
-    """Whether tiktoken's cache ($TIKTOKEN_CACHE_DIR, $DATA_GYM_CACHE_DIR or <tmp>/data-gym-cache) holds `url`."""
-    folder = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get(
-        "DATA_GYM_CACHE_DIR"
-    )
-    folder = folder or os.path.join(tempfile.gettempdir(), "data-gym-cache")
-    return os.path.isfile(os.path.join(folder, hashlib.sha1(url.encode()).hexdigest()))
-
-
-def _gpt2_from_tiktoken() -> dict[bytes, int]:
-    options = (
-        f"pass load_gpt2_tokenizer() the path of a gpt2.tiktoken file or of a folder with encoder.json + vocab.bpe, "
-        f"or set {GPT2_TOKENIZER_ENV} (or GPTLIB_SHARED_DATA) to one"
-    )
-    if not _tiktoken_cache_has(GPT2_TIKTOKEN_URL):
-        proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-        where = urlparse(
-            proxy
-            if proxy and "://" in proxy
-            else f"http://{proxy}"
-            if proxy
-            else GPT2_TIKTOKEN_URL
-        )
-        port = where.port or (443 if where.scheme == "https" else 80)
-        try:
-            socket.create_connection((where.hostname, port), timeout=3).close()
-        except OSError as e:
-            raise TokenizerError(
-                f"GPT-2's tokenizer is not in tiktoken's cache and {where.hostname}:{port} cannot be reached "
-                f"({e.strerror or type(e).__name__}); {options}"
-            ) from None
-    try:
-        return tiktoken.load.load_tiktoken_bpe(
-            GPT2_TIKTOKEN_URL, expected_hash=GPT2_TIKTOKEN_SHA256
-        )
-    except Exception as e:
-        raise TokenizerError(
-            f"tiktoken could not load GPT-2's tokenizer ({type(e).__name__}); {options}"
-        ) from None
-
-
-def load_gpt2_tokenizer(path: str | os.PathLike | None = None) -> BPETokenizer:
-    """GPT-2's tokenizer, from `path`, else `$GPTLIB_GPT2_TOKENIZER`, else the sample data folder,
-    else tiktoken's cache or download (section 1.8).
-
-    `path` (or the variable) is a gpt2.tiktoken file, GPT-2's encoder.json or vocab.bpe (the
-    other beside it), or a folder with either.
-    """
-    if path is None and os.environ.get(GPT2_TOKENIZER_ENV):
-        path = os.environ[GPT2_TOKENIZER_ENV]
-        if not Path(path).exists():
-            raise TokenizerError(f"{GPT2_TOKENIZER_ENV}={path!r} does not exist")
-    if path is not None:
-        if not Path(path).exists():
-            raise TokenizerError(f"GPT-2 tokenizer path {str(path)!r} does not exist")
-        ranks, specials = _gpt2_from_path(Path(path))
-    elif (shared := shared_data_dir()) is not None and (
-        (shared / "gpt2.tiktoken").is_file() or (shared / "encoder.json").is_file()
-    ):
-        ranks, specials = _gpt2_from_path(shared)
-    else:
-        ranks, specials = _gpt2_from_tiktoken(), {EOT: 50256}
-    return BPETokenizer(ranks, specials, GPT2_PATTERN, name="gpt2")
-
-
-# %% ../notebooks/01_tokenizer.ipynb #b20c9488
-def _learn_merges_fast(
-    chunk_counts: dict[str, int], n_merges: int
-) -> tuple[list[tuple[int, int]], list[bytes]]:
-    """`learn_merges_naive`'s merges from each distinct chunk and its count, with pair counts kept up
-    to date, an index from pairs to chunks and a lazy heap (section 1.9)."""
-    # a chunk's tokens as a str of chr(id): str.replace merges a pair left to right in C
-    words = [w.encode("utf-8").decode("latin-1") for w in chunk_counts]
-    freq = list(chunk_counts.values())
-    counts: dict[str, int] = defaultdict(
-        int
-    )  # pair (a 2-character str) -> occurrences in the corpus
-    where: dict[str, set[int]] = defaultdict(
-        set
-    )  # pair -> chunks that hold (or once held) it
-    for i, w in enumerate(words):
-        for j in range(len(w) - 1):
-            counts[w[j : j + 2]] += freq[i]
-            where[w[j : j + 2]].add(i)
-    heap = [
-        (-n, p) for p, n in counts.items()
-    ]  # (-count, pair): most frequent, then smallest pair
-    heapq.heapify(heap)
-    vocab = [bytes([i]) for i in range(256)]
-    known = set(vocab)
-    merges = []
-    while len(merges) < n_merges and heap:
-        neg, pair = heapq.heappop(heap)
-        if counts.get(pair, 0) != -neg or neg == 0:
-            continue  # an outdated entry: the count has changed since it was pushed
-        token = vocab[ord(pair[0])] + vocab[ord(pair[1])]
-        if token in known:
-            continue  # never two ids for the same bytes (section 1.3)
-        new = chr(len(vocab))
-        merges.append((ord(pair[0]), ord(pair[1])))
-        vocab.append(token)
-        known.add(token)
-        delta: dict[str, int] = defaultdict(int)
-        for i in where.pop(pair):
-            w = words[i]
-            if pair not in w:
-                continue  # a stale index entry
-            merged = w.replace(pair, new)
-            words[i] = merged
-            f = freq[i]
-            for j in range(len(w) - 1):  # the pairs the chunk had ...
-                delta[w[j : j + 2]] -= f
-            for j in range(len(merged) - 1):  # ... and the pairs it has now
-                q = merged[j : j + 2]
-                delta[q] += f
-                if new in q:
-                    where[q].add(i)
-        for q, d in delta.items():
-            if d:
-                counts[q] += d
-                if counts[q] > 0:
-                    heapq.heappush(heap, (-counts[q], q))
-    return merges, vocab
-
-
+# %% ../notebooks/01_tokenizer.ipynb #dbb6ea87
 def train_bpe(
     texts: str | Iterable[str],
     vocab_size: int,
@@ -950,7 +355,7 @@ def train_bpe(
         raise TokenizerError(
             "the training text is empty: give at least one non-empty string"
         )
-    merges, vocab = _learn_merges_fast(chunk_counts, n_merges)
+    merges, vocab = learn_merges(chunk_counts, n_merges)
     return _trained_tokenizer(merges, vocab, specials, pattern, vocab_size)
 
 

@@ -4,51 +4,41 @@
 
 # %% auto #0
 __all__ = [
-    "ONES",
-    "TENS",
     "sinusoidal_encoding",
     "FeedForward",
     "EncoderLayer",
     "DecoderLayer",
     "Transformer",
-    "number_to_words",
-    "NumberTask",
-    "noam_lr",
-    "greedy_decode",
-    "sequence_scores",
-    "beam_search",
 ]
 
 # %% ../notebooks/03_transformer.ipynb #17f3820d
 import math
-import random
-import re
-from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import MultiHeadAttention
+from .common import check_int
 
 
 # %% ../notebooks/03_transformer.ipynb #48e92671
 def sinusoidal_encoding(max_len: int, d_model: int) -> torch.Tensor:
     """The (max_len, d_model) table of sinusoidal positional encodings (section 3.1).
 
+    >>> from gptlib.transformer import sinusoidal_encoding
     >>> pe = sinusoidal_encoding(50, 16)
     >>> pe.shape, pe[0, :4].tolist()  # position 0: sin 0 = 0, cos 0 = 1
     (torch.Size([50, 16]), [0.0, 1.0, 0.0, 1.0])
     """
     if max_len < 1 or d_model < 2 or d_model % 2:
         raise ValueError(
-            f"sinusoidal_encoding needs max_len >= 1 and an even d_model >= 2, got {max_len}, {d_model}"
+            "sinusoidal_encoding needs max_len >= 1 and an even d_model >= 2, "
+            f"got {max_len}, {d_model}"
         )
     pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
-    freq = torch.exp(
-        torch.arange(0, d_model, 2, dtype=torch.float32)
-        * (-math.log(10000.0) / d_model)
-    )  # (d/2,)
+    two_i = torch.arange(0, d_model, 2, dtype=torch.float32)  # (d/2,)
+    freq = torch.exp(two_i * (-math.log(10000.0) / d_model))  # 1 / 10000^(2i/d)
     pe = torch.zeros(max_len, d_model)
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq)
@@ -65,9 +55,8 @@ class FeedForward(nn.Module):
         self.linear2 = nn.Linear(d_ff, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(
-        self, x: torch.Tensor
-    ) -> torch.Tensor:  # (..., d_model) -> (..., d_model)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., d_model) -> (..., d_model)."""
         return self.linear2(self.dropout(F.relu(self.linear1(x))))
 
 
@@ -77,16 +66,10 @@ class _Residual(nn.Module):
 
     norm_first: bool
 
-    def residual(
-        self, x, sublayer, norm: nn.LayerNorm, dropout: nn.Dropout
-    ) -> torch.Tensor:
-        if (
-            self.norm_first
-        ):  # pre-norm: x + f(LN(x)), the residual path stays a clean sum
+    def residual(self, x, sublayer, norm: nn.LayerNorm, dropout: nn.Dropout):
+        if self.norm_first:  # pre-norm: x + f(LN(x)), the residual path a clean sum
             return x + dropout(sublayer(norm(x)))
-        return norm(
-            x + dropout(sublayer(x))
-        )  # post-norm, as in the paper: LN(x + f(x))
+        return norm(x + dropout(sublayer(x)))  # post-norm, the paper's: LN(x + f(x))
 
 
 # %% ../notebooks/03_transformer.ipynb #ccd2f4d0
@@ -178,7 +161,9 @@ class Transformer(nn.Module):
     src_mask, tgt_mask)` -> logits. `final_norm` (default: `norm_first`) adds a LayerNorm after
     each stack, as torch.nn.Transformer has in both placements.
 
-    >>> model = Transformer(11, 13, d_model=32, n_heads=4, n_layers=2, d_ff=64, dropout=0.0, norm_first=True)
+    >>> import torch
+    >>> from gptlib.transformer import Transformer
+    >>> model = Transformer(11, 13, d_model=32, n_heads=4, n_layers=2, d_ff=64)
     >>> model(torch.randint(0, 11, (2, 7)), torch.randint(0, 13, (2, 5))).shape
     torch.Size([2, 5, 13])
     """
@@ -197,12 +182,9 @@ class Transformer(nn.Module):
         final_norm: bool | None = None,
     ):
         super().__init__()
-        for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab), ("n_layers", n_layers),
-                            ("d_ff", d_ff), ("max_len", max_len)):  # fmt: skip
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Transformer {name}={value!r} must be a positive integer"
-                )
+        sizes = dict(src_vocab=src_vocab, tgt_vocab=tgt_vocab, n_layers=n_layers)
+        for name, value in {**sizes, "d_ff": d_ff, "max_len": max_len}.items():
+            check_int(f"Transformer {name}", value, low=1)
         self.d_model, self.max_len, self.norm_first = d_model, max_len, norm_first
         self.src_embed = nn.Embedding(src_vocab, d_model)
         self.tgt_embed = nn.Embedding(tgt_vocab, d_model)
@@ -239,9 +221,8 @@ class Transformer(nn.Module):
         )
 
     @staticmethod
-    def _key_mask(
-        mask, tokens, name
-    ):  # (B, L) -> (B, 1, 1, L), broadcast over heads and queries
+    def _key_mask(mask, tokens, name):
+        """(B, L) -> (B, 1, 1, L), to broadcast over heads and queries."""
         if mask is None:
             return None
         if mask.dtype != torch.bool or mask.shape != tokens.shape:
@@ -284,354 +265,3 @@ class Transformer(nn.Module):
                 f"src {tuple(src.shape)} and tgt {tuple(tgt.shape)} must be (B, S) and (B, T)"
             )
         return self.decode(tgt, self.encode(src, src_mask), src_mask, tgt_mask)
-
-
-# %% ../notebooks/03_transformer.ipynb #2981fa49
-ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen").split()  # fmt: skip
-TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-
-
-def _below_thousand(n: int) -> list[str]:
-    words = [ONES[n // 100], "hundred"] if n >= 100 else []
-    n %= 100
-    if n >= 20:
-        words.append(TENS[n // 10] + (f"-{ONES[n % 10]}" if n % 10 else ""))
-    elif n or not words:
-        words.append(ONES[n])
-    return words
-
-
-def number_to_words(n: int) -> str:
-    """English words for 0 <= n < 1,000,000, in the American style without "and" (section 3.7).
-
-    >>> number_to_words(342107)
-    'three hundred forty-two thousand one hundred seven'
-    """
-    if not isinstance(n, int) or not 0 <= n < 1_000_000:
-        raise ValueError(f"number {n!r} is not an integer from 0 to 999999")
-    thousands, rest = divmod(n, 1000)
-    words = _below_thousand(thousands) + ["thousand"] if thousands else []
-    if rest or not thousands:
-        words += _below_thousand(rest)
-    return " ".join(words)
-
-
-# %% ../notebooks/03_transformer.ipynb #323408c6
-class NumberTask:
-    """English number words <-> digits, with a held-out test set never used for training (section 3.7).
-
-    Source: a direction token ("<to-digits>" or "<to-words>") then the input tokens; target: the
-    output tokens. One vocabulary serves both. `test_numbers`: `n_test` numbers of 3 to 6 digits.
-
-    >>> task = NumberTask(n_test=10)
-    >>> src, tgt = task.batch([42, 1905], ["to-digits", "to-words"])
-    >>> task.decode(src[0]), task.decode(tgt[0]), task.decode(src[1]), task.decode(tgt[1])
-    ('<to-digits> forty-two', '42', '<to-words> 1,905', 'one thousand nine hundred five')
-    """
-
-    SPECIALS = ("<pad>", "<bos>", "<eos>", "<to-digits>", "<to-words>")
-    DIRECTIONS = ("to-digits", "to-words")
-
-    def __init__(self, n_test: int = 1000, seed: int = 0):
-        if not isinstance(n_test, int) or not 1 <= n_test <= 100_000:
-            raise ValueError(f"n_test={n_test!r} must be an integer from 1 to 100000")
-        self.vocab = [
-            *self.SPECIALS,
-            *"0123456789,",
-            *ONES,
-            *TENS[2:],
-            "hundred",
-            "thousand",
-            "-",
-        ]
-        self.stoi = {token: i for i, token in enumerate(self.vocab)}
-        self.pad_id, self.bos_id, self.eos_id = 0, 1, 2
-        rng = random.Random(f"number-task-test:{seed}")
-        test: set[int] = set()
-        while len(test) < n_test:
-            digits = rng.randint(3, 6)
-            test.add(rng.randrange(10 ** (digits - 1), 10**digits))
-        self.test_numbers = sorted(test)
-        self._held_out = frozenset(test)
-
-    @staticmethod
-    def texts(n: int) -> tuple[str, str]:
-        """(words, digits) of n: (`'forty-two'`, `'42'`)."""
-        return number_to_words(n), f"{n:,}"
-
-    def tokens(self, text: str) -> list[int]:
-        """Ids of a text of number words or digits; hyphens and digits are tokens of their own."""
-        pieces = re.findall(r"[a-z]+|<[a-z-]+>|[-,0-9]", text)
-        try:
-            return [self.stoi[p] for p in pieces]
-        except KeyError as e:
-            raise ValueError(
-                f"{e.args[0]!r} is not in the number task's vocabulary"
-            ) from None
-
-    def pair(self, n: int, direction: str) -> tuple[list[int], list[int]]:
-        """(source ids, target ids) of number n in `direction` ('to-digits' or 'to-words')."""
-        if direction not in self.DIRECTIONS:
-            raise ValueError(f"direction {direction!r} is not one of {self.DIRECTIONS}")
-        words, digits = self.texts(n)
-        source, target = (
-            (words, digits) if direction == "to-digits" else (digits, words)
-        )
-        return [self.stoi[f"<{direction}>"], *self.tokens(source)], self.tokens(target)
-
-    def batch(self, numbers, directions) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded ids: src (B, S) and tgt (B, T) = <bos> target <eos>, for each (number, direction)."""
-        pairs = [self.pair(n, d) for n, d in zip(numbers, directions, strict=True)]
-        S, T = max(len(s) for s, _ in pairs), max(len(t) for _, t in pairs) + 2
-        src = torch.full((len(pairs), S), self.pad_id)
-        tgt = torch.full((len(pairs), T), self.pad_id)
-        for i, (s, t) in enumerate(pairs):
-            src[i, : len(s)] = torch.tensor(s)
-            tgt[i, : len(t) + 2] = torch.tensor([self.bos_id, *t, self.eos_id])
-        return src, tgt
-
-    def sample(self, batch_size: int, rng: random.Random, direction: str | None = None):
-        """A training batch (src, tgt): random numbers (a length of 1-6 digits, then a number), never
-        a held-out one, all in `direction`, or each in a random direction if None."""
-        if direction is not None and direction not in self.DIRECTIONS:
-            raise ValueError(f"direction {direction!r} is not one of {self.DIRECTIONS}")
-        numbers = []
-        while len(numbers) < batch_size:
-            digits = rng.randint(1, 6)
-            n = rng.randrange(0 if digits == 1 else 10 ** (digits - 1), 10**digits)
-            if n not in self._held_out:
-                numbers.append(n)
-        directions = [direction or rng.choice(self.DIRECTIONS) for _ in numbers]
-        return self.batch(numbers, directions)
-
-    def decode(self, ids) -> str:
-        """Text of a sequence of ids, stopping at <eos>; <bos> and padding are dropped."""
-        text, previous = "", ""
-        for i in ids.tolist() if isinstance(ids, torch.Tensor) else ids:
-            if i == self.eos_id:
-                break
-            if i in (self.pad_id, self.bos_id):
-                continue
-            token = self.vocab[i]
-            glued = (
-                token == "-"
-                or previous == "-"
-                or (token in ",0123456789" and previous in ",0123456789")
-            )
-            text += token if glued or not text else " " + token
-            previous = token
-        return text
-
-
-# %% ../notebooks/03_transformer.ipynb #3da080eb
-def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
-    """The learning rate of "Attention Is All You Need" at `step` (from 1) (section 3.8):
-    factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).
-
-    >>> round(noam_lr(4000, d_model=512, warmup=4000), 6)  # the paper's peak
-    0.000699
-    """
-    if step < 1 or warmup < 1:
-        raise ValueError(
-            f"noam_lr needs step >= 1 and warmup >= 1, got step={step}, warmup={warmup}"
-        )
-    return factor * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
-
-
-# %% ../notebooks/03_transformer.ipynb #4f3ba917
-@contextmanager
-def _eval_mode(model: nn.Module):
-    """Run in eval mode (no dropout), then restore the model's mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def _check_decoding(src, max_len, bos, eos):
-    if src.ndim != 2:
-        raise ValueError(f"src of shape {tuple(src.shape)} is not (B, S)")
-    if not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len={max_len!r} must be a positive integer")
-    if bos == eos:
-        raise ValueError(f"bos and eos must differ, both are {bos}")
-
-
-@torch.no_grad()
-def greedy_decode(model, src, max_len, bos, eos, src_mask=None) -> torch.Tensor:
-    """The most likely next token at every step, from `bos` until `eos` or `max_len` new tokens (section 3.9).
-
-    model: has encode(src, src_mask) and decode(tgt, memory, src_mask) -> logits. src (B, S).
-    Returns ids (B, 1 + n): bos, then the output; after its eos a sequence is padded with eos.
-    """
-    _check_decoding(src, max_len, bos, eos)
-    with _eval_mode(model):
-        memory = model.encode(src, src_mask)
-        ys = torch.full((src.shape[0], 1), bos, dtype=torch.long, device=src.device)
-        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
-        for _ in range(max_len):
-            next_token = model.decode(ys, memory, src_mask)[:, -1].argmax(
-                dim=-1
-            )  # (B,)
-            next_token = next_token.masked_fill(
-                done, eos
-            )  # finished sequences keep writing eos
-            ys = torch.cat([ys, next_token[:, None]], dim=1)
-            done |= next_token == eos
-            if done.all():
-                break
-        return ys
-
-
-# %% ../notebooks/03_transformer.ipynb #41769c9e
-def _length_penalty(n, alpha: float):
-    return ((5.0 + n) / 6.0) ** alpha
-
-
-@torch.no_grad()
-def sequence_scores(
-    model, src, ys, eos, length_penalty=0.0, src_mask=None
-) -> torch.Tensor:
-    """Scores (B,) of outputs ys (B, L) (bos first): the log-probability of the tokens after bos up to and
-    including the first eos, divided by ((5 + n) / 6) ** length_penalty for n such tokens (section 3.10)."""
-    with _eval_mode(model):
-        logp = (
-            model.decode(ys[:, :-1], model.encode(src, src_mask), src_mask)
-            .float()
-            .log_softmax(dim=-1)
-        )
-        token_logp = logp.gather(-1, ys[:, 1:, None]).squeeze(-1)  # (B, L - 1)
-        is_eos = ys[:, 1:] == eos
-        counted = (
-            is_eos.long().cumsum(dim=1) - is_eos.long()
-        ) == 0  # up to and including the first eos
-        total = token_logp.masked_fill(~counted, 0.0).sum(dim=1)
-        return total / _length_penalty(counted.sum(dim=1).float(), length_penalty)
-
-
-def _pad_right(seqs: list[list[int]], value: int, device) -> torch.Tensor:
-    width = max(len(s) for s in seqs)
-    return torch.tensor(
-        [s + [value] * (width - len(s)) for s in seqs], dtype=torch.long, device=device
-    )
-
-
-@torch.no_grad()
-def beam_search(
-    model,
-    src,
-    beam_size,
-    max_len,
-    bos,
-    eos,
-    length_penalty=0.6,
-    src_mask=None,
-    keep_greedy=True,
-):
-    """Beam search with the length penalty of Wu et al. (2016) (section 3.10).
-
-    Keeps the `beam_size` best partial outputs by log-probability. An output whose eos is among
-    the `beam_size` best extensions is finished, scored log p / ((5 + n) / 6) ** length_penalty
-    (n tokens, eos included); the best `beam_size` finished ones are kept. The search for an input
-    stops when the worst of those scores at least as much as the best live output would if it
-    ended now, or after `max_len` new tokens; it returns the best finished output. With
-    keep_greedy, the greedy output is returned where it scores higher, so the result never scores
-    lower than greedy_decode's. Returns ids (B, 1 + n) like greedy_decode.
-    """
-    _check_decoding(src, max_len, bos, eos)
-    if not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size={beam_size!r} must be a positive integer")
-    if length_penalty < 0:
-        raise ValueError(f"length_penalty={length_penalty} must be >= 0")
-    B, k, device, NEG = src.shape[0], beam_size, src.device, float("-inf")
-    with _eval_mode(model):
-        memory = model.encode(src, src_mask).repeat_interleave(
-            k, dim=0
-        )  # (B * k, S, d): k copies per input
-        memory_mask = None if src_mask is None else src_mask.repeat_interleave(k, dim=0)
-        ys = torch.full(
-            (B * k, 1), bos, dtype=torch.long, device=device
-        )  # row b * k + j: beam j of input b
-        beam_logp = torch.full((B, k), NEG, device=device)
-        beam_logp[:, 0] = 0.0  # at first each input has one live hypothesis, just bos
-        finished: list[list[tuple[float, list[int]]]] = [
-            [] for _ in range(B)
-        ]  # (score, tokens), best first
-        done = [False] * B
-        for step in range(1, max_len + 1):
-            logp = (
-                model.decode(ys, memory, memory_mask)[:, -1].float().log_softmax(dim=-1)
-            )  # (B * k, V)
-            V = logp.shape[-1]
-            candidates = (beam_logp[:, :, None] + logp.view(B, k, V)).view(B, k * V)
-            top_logp, top_ids = candidates.topk(
-                min(2 * k, k * V), dim=-1
-            )  # 2k: enough to refill the beam
-            rows, tokens, new_logp = [], [], torch.full((B, k), NEG, device=device)
-            for b in range(B):
-                live = 0
-                for rank, (lp, idx) in enumerate(
-                    zip(top_logp[b].tolist(), top_ids[b].tolist())
-                ):
-                    if done[b] or live == k or lp == NEG:
-                        break
-                    beam, token = divmod(idx, V)
-                    if token != eos:  # a live hypothesis, one token longer
-                        rows.append(b * k + beam)
-                        tokens.append(token)
-                        new_logp[b, live] = lp
-                        live += 1
-                    elif rank < k:  # an ending among the k best extensions: finished
-                        tokens_b = ys[b * k + beam, 1:].tolist() + [eos]
-                        finished[b].append(
-                            (lp / _length_penalty(step, length_penalty), tokens_b)
-                        )
-                        finished[b] = sorted(finished[b], key=lambda h: -h[0])[:k]
-                rows += [b * k] * (
-                    k - live
-                )  # empty slots: any row, with a score of -inf
-                tokens += [eos] * (k - live)
-                if (
-                    len(finished[b]) == k
-                ):  # can a live hypothesis still beat the worst finished one?
-                    best_live = new_logp[b].max().item() / _length_penalty(
-                        step, length_penalty
-                    )
-                    done[b] = done[b] or finished[b][-1][0] >= best_live
-            ys = torch.cat(
-                [ys[rows], torch.tensor(tokens, device=device)[:, None]], dim=1
-            )
-            beam_logp = new_logp
-            if all(done):
-                break
-        best = []
-        for b in range(B):
-            pool = (
-                finished[b]
-                or [  # nothing finished within max_len: the live hypotheses compete
-                    (
-                        beam_logp[b, j].item()
-                        / _length_penalty(max_len, length_penalty),
-                        ys[b * k + j, 1:].tolist(),
-                    )
-                    for j in range(k)
-                    if beam_logp[b, j] > NEG
-                ]
-            )
-            best.append([bos] + max(pool, key=lambda h: h[0])[1])
-        out = _pad_right(best, eos, device)
-        if keep_greedy:
-            greedy = greedy_decode(model, src, max_len, bos, eos, src_mask)
-            width = max(out.shape[1], greedy.shape[1])
-            out, greedy = (
-                F.pad(t, (0, width - t.shape[1]), value=eos) for t in (out, greedy)
-            )
-            greedy_score = sequence_scores(
-                model, src, greedy, eos, length_penalty, src_mask
-            )
-            beam_score = sequence_scores(model, src, out, eos, length_penalty, src_mask)
-            out = torch.where((greedy_score > beam_score)[:, None], greedy, out)
-        return out

@@ -9,13 +9,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def tiny_run(data_dir, out_dir, *extra: str) -> list[str]:
     """Training overrides for a GPT of ~30k parameters that trains a step in milliseconds;
     `extra` items come last, so they win (tests/test_train*.py)."""
-    return [
-        f"data.dir={data_dir}", f"training.out_dir={out_dir}", "data.documents=400", "data.val_documents=40",
-        "data.vocab_size=300", "data.bpe_documents=200", "data.num_workers=1", "model.preset=nano",
-        "model.n_embd=32", "model.n_head=2", "model.block_size=32", "training.batch_size=4", "training.lr=3e-3",
-        "training.min_lr=3e-4", "training.eval_batches=2", "training.log_interval=1", "training.progress=false",
-        *extra,
-    ]  # fmt: skip
+    fixed = (
+        "data.documents=400 data.val_documents=40 data.vocab_size=300 "
+        "data.bpe_documents=200 data.num_workers=1 model.preset=nano model.n_embd=32 "
+        "model.n_head=2 model.block_size=32 training.batch_size=4 training.lr=3e-3 "
+        "training.min_lr=3e-4 training.eval_batches=2 training.log_interval=1 "
+        "training.progress=false"
+    ).split()
+    return [f"data.dir={data_dir}", f"training.out_dir={out_dir}", *fixed, *extra]
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +26,9 @@ def shared_data() -> Path:
 
     path = shared_data_dir()
     if path is None:
-        pytest.skip("sample data folder absent: set GPTLIB_SHARED_DATA or place the files in ../shared/data")
+        pytest.skip(
+            "sample data folder absent: set GPTLIB_SHARED_DATA or place the files in ../shared/data"
+        )
     return path
 
 

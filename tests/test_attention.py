@@ -52,23 +52,38 @@ SHAPES = [
 KINDS = ["none", "causal", "bool", "additive", "causal_float"]
 # SDPA's is_causal aligns the diagonal top-left, so "causal" only for square shapes; the
 # shifted (bottom-right) causal mask of rectangular shapes is "causal_float", and the KV cache tests
-CASES = [(*shape, kind) for shape in SHAPES for kind in KINDS if kind != "causal" or shape[2] == shape[3]]
+CASES = [
+    (*shape, kind)
+    for shape in SHAPES
+    for kind in KINDS
+    if kind != "causal" or shape[2] == shape[3]
+]
 
 
 @pytest.mark.parametrize("B,H,Tq,Tk,d,kind", CASES)
 def test_explicit_equals_sdpa_outputs_and_gradients(B, H, Tq, Tk, d, kind):
     torch.manual_seed(B * 100 + Tq * 10 + Tk)
-    q, k, v = torch.randn(B, H, Tq, d), torch.randn(B, H, Tk, d), torch.randn(B, H, Tk, d + 3)
+    q, k, v = (
+        torch.randn(B, H, Tq, d),
+        torch.randn(B, H, Tk, d),
+        torch.randn(B, H, Tk, d + 3),
+    )
     ours = sdpa = None
     is_causal = False
     if kind == "causal":
         ours, is_causal = causal_mask(Tq), True
     elif kind == "bool":
-        ours = sdpa = torch.rand(B, 1, Tq, Tk) > 0.4  # broadcast over heads; some rows may be empty
+        ours = sdpa = (
+            torch.rand(B, 1, Tq, Tk) > 0.4
+        )  # broadcast over heads; some rows may be empty
     elif kind == "additive":
         ours = sdpa = torch.randn(B, H, Tq, Tk)
-    elif kind == "causal_float":  # the causal mask as 0 / -inf, its diagonal shifted when Tq < Tk
-        ours = sdpa = torch.zeros(Tq, Tk).masked_fill(~causal_mask(Tq, Tk), float("-inf"))
+    elif (
+        kind == "causal_float"
+    ):  # the causal mask as 0 / -inf, its diagonal shifted when Tq < Tk
+        ours = sdpa = torch.zeros(Tq, Tk).masked_fill(
+            ~causal_mask(Tq, Tk), float("-inf")
+        )
     assert_all_close(*run_both(q, k, v, ours, sdpa, is_causal))
 
 
@@ -120,13 +135,17 @@ def test_single_allowed_key_copies_its_value():
     q, k, v = torch.randn(1, 5, 4), torch.randn(1, 5, 4), torch.randn(1, 5, 4)
     mask = torch.zeros(5, 5, dtype=torch.bool)
     mask[:, 2] = True
-    torch.testing.assert_close(attention(q, k, v, mask), v[:, [2] * 5], atol=1e-7, rtol=0)
+    torch.testing.assert_close(
+        attention(q, k, v, mask), v[:, [2] * 5], atol=1e-7, rtol=0
+    )
 
 
 def test_module_with_all_keys_padded_is_finite():
     mha = MultiHeadAttention(8, 2).eval()
     x, ctx = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
-    tokens = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]])  # the second context is all padding
+    tokens = torch.tensor(
+        [[1, 1, 0, 0], [0, 0, 0, 0]]
+    )  # the second context is all padding
     for mha.use_sdpa in (True, False):
         y = mha(x, context=ctx, mask=padding_mask(tokens, 0))
         assert torch.isfinite(y).all()
@@ -166,16 +185,31 @@ def test_multihead_equals_torch(bias, use_sdpa, cross, causal):
     attn_mask = causal_mask(Tq, Tk) if causal else None
     torch_mask = None if attn_mask is None else ~attn_mask  # torch: True = masked out
     y_ref, w_ref = ref(
-        x, ctx, ctx, key_padding_mask=tokens == 0, attn_mask=torch_mask, average_attn_weights=False
+        x,
+        ctx,
+        ctx,
+        key_padding_mask=tokens == 0,
+        attn_mask=torch_mask,
+        average_attn_weights=False,
     )
-    y = ours(x, context=ctx if cross else None, mask=padding_mask(tokens, 0), is_causal=causal)
+    y = ours(
+        x,
+        context=ctx if cross else None,
+        mask=padding_mask(tokens, 0),
+        is_causal=causal,
+    )
     torch.testing.assert_close(y, y_ref)
     y.sum().backward()
     y_ref.sum().backward()
     torch.testing.assert_close(ours.q_proj.weight.grad, ref.in_proj_weight.grad[:d])
     ours.keep_weights = True
     with torch.no_grad():
-        ours(x, context=ctx if cross else None, mask=padding_mask(tokens, 0), is_causal=causal)
+        ours(
+            x,
+            context=ctx if cross else None,
+            mask=padding_mask(tokens, 0),
+            is_causal=causal,
+        )
     torch.testing.assert_close(ours.weights, w_ref.detach())
 
 
@@ -221,7 +255,9 @@ def test_causal_self_attention_parameters_are_named_as_in_gpt2():
         "c_proj.weight": (32, 32),
         "c_proj.bias": (32,),
     }
-    assert {n for n, _ in CausalSelfAttention(32, 4, bias=False).named_parameters()} == {
+    assert {
+        n for n, _ in CausalSelfAttention(32, 4, bias=False).named_parameters()
+    } == {
         "c_attn.weight",
         "c_proj.weight",
     }
@@ -245,7 +281,9 @@ def test_fused_projection_is_queries_keys_values_in_order():
     mha = MultiHeadAttention(12, 3).eval()
     with torch.no_grad():
         for proj, w, b in zip(
-            (mha.q_proj, mha.k_proj, mha.v_proj), csa.c_attn.weight.chunk(3), csa.c_attn.bias.chunk(3)
+            (mha.q_proj, mha.k_proj, mha.v_proj),
+            csa.c_attn.weight.chunk(3),
+            csa.c_attn.bias.chunk(3),
         ):
             proj.weight.copy_(w)
             proj.bias.copy_(b)
@@ -267,7 +305,9 @@ def test_dropout_only_in_training():
 def test_attention_dropout_keeps_the_expected_output():
     torch.manual_seed(0)
     q, k = torch.randn(1, 4, 8), torch.randn(1, 8, 8)
-    v = torch.ones(1, 8, 1)  # every output is the sum of the (dropped, rescaled) weights
+    v = torch.ones(
+        1, 8, 1
+    )  # every output is the sum of the (dropped, rescaled) weights
     outs = torch.stack([attention(q, k, v, dropout_p=0.5) for _ in range(4000)])
     assert not torch.allclose(outs[0], outs[1])
     torch.testing.assert_close(outs.mean(0), torch.ones(1, 4, 1), atol=0.05, rtol=0)
@@ -345,7 +385,9 @@ def test_kv_cache_errors_are_one_line():
     ok = torch.zeros(1, 2, 3, 4)
     cache.update(0, ok, ok)
     cache.advance(3)
-    with pytest.raises(ValueError, match=r"KV cache full: pos 3 \+ 3 new positions > max_len 5") as info:
+    with pytest.raises(
+        ValueError, match=r"KV cache full: pos 3 \+ 3 new positions > max_len 5"
+    ) as info:
         cache.update(0, ok, ok)
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="layer=2"):
@@ -397,7 +439,9 @@ def test_bad_masks_and_inputs():
         attention(q, q, q, mask=torch.ones(5, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="dropout_p"):
         attention(q, q, q, dropout_p=1.0)
-    with pytest.raises(ValueError, match=r"x of shape \(2, 5, 6\) is not \(B, T, d_model=8\)"):
+    with pytest.raises(
+        ValueError, match=r"x of shape \(2, 5, 6\) is not \(B, T, d_model=8\)"
+    ):
         MultiHeadAttention(8, 2)(torch.randn(2, 5, 6))
     with pytest.raises(ValueError, match="differ in batch size"):
         MultiHeadAttention(8, 2)(torch.randn(2, 5, 8), context=torch.randn(3, 5, 8))
@@ -410,7 +454,14 @@ def test_bad_masks_and_inputs():
 
 
 def test_causal_and_padding_masks():
-    assert causal_mask(3).tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    assert causal_mask(3).tolist() == [
+        [True, False, False],
+        [True, True, False],
+        [True, True, True],
+    ]
     assert causal_mask(1, 4).tolist() == [[True, True, True, True]]
     m = padding_mask(torch.tensor([[3, 4, 0], [0, 5, 0]]), pad_id=0)
-    assert m.shape == (2, 1, 1, 3) and m[:, 0, 0].tolist() == [[True, True, False], [False, True, False]]
+    assert m.shape == (2, 1, 1, 3) and m[:, 0, 0].tolist() == [
+        [True, True, False],
+        [False, True, False],
+    ]

@@ -17,7 +17,9 @@ from gptlib.stories import generate_stories, generate_story
 
 
 def test_story_is_deterministic_across_processes():
-    code = "from gptlib.stories import generate_story; print(generate_story(123, seed=7))"
+    code = (
+        "from gptlib.stories import generate_story; print(generate_story(123, seed=7))"
+    )
     runs = [
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout
@@ -58,7 +60,9 @@ def test_small_vocabulary_but_diverse_text(sample):
 
 def test_stories_are_whole_and_well_formed(sample):
     for story in sample:
-        assert "{" not in story and "}" not in story, story  # every template slot filled
+        assert "{" not in story and "}" not in story, (
+            story
+        )  # every template slot filled
         assert story.count('"') % 2 == 0, story  # dialogue quotes are balanced
         assert story[0].isupper() and story.rstrip()[-1] in '.!"', story
         assert 40 <= len(story.split()) <= 250
@@ -72,7 +76,9 @@ def test_stories_keep_their_cast_consistent():
         story = generate_story(i)
         first_sentences = " ".join(story.split(". ")[:2])
         names = set(stories.GIRL_NAMES + stories.BOY_NAMES + stories.PET_NAMES)
-        hero = next(w for w in re.findall(r"[A-Z][a-z]+", first_sentences) if w in names)
+        hero = next(
+            w for w in re.findall(r"[A-Z][a-z]+", first_sentences) if w in names
+        )
         assert story.count(hero) >= 3, story
 
 
@@ -90,7 +96,11 @@ def test_validation_stories_do_not_overlap_training():
     [
         (["a\n", "\n", "b\n", "c\n"], "newline", ["a\n\nb", "c"]),
         (["a\r\n", " \r\n", "b\r\n", "c\r\n"], "newline", ["a\n\nb", "c"]),
-        (["a\n", "b\n", "<|endoftext|>\n", "c\n", "<|endoftext|>\n"], "eot", ["a\nb", "c"]),
+        (
+            ["a\n", "b\n", "<|endoftext|>\n", "c\n", "<|endoftext|>\n"],
+            "eot",
+            ["a\nb", "c"],
+        ),
         (["a<|endoftext|>b<|endoftext|>\n", "c"], "eot", ["a", "b", "c"]),
         (["<|endoftext|>\n", "\n"], "eot", []),
         (["a\n", "b\n", "\n", "\n", "c\n"], "blankline", ["a\nb", "c"]),
@@ -111,7 +121,9 @@ def test_tinystories_v1_dump(shared_data):
     expected = [s.strip() for s in re.split(r"(?<!\n)\n(?!\n)", raw) if s.strip()]
     assert ds["text"] == expected
     assert len(ds) == 1092
-    assert ds[0]["text"].startswith("One day, a little girl named Lily found a needle in her room.")
+    assert ds[0]["text"].startswith(
+        "One day, a little girl named Lily found a needle in her room."
+    )
     assert "\n\n" in ds[0]["text"]  # paragraphs stay inside their story
 
 
@@ -119,7 +131,9 @@ def test_tinystories_v2_text_file(shared_data):
     ds = load_corpus(shared_data / "tinystories_sample.txt")
     assert len(ds) == 5
     assert all("<|endoftext|>" not in t and t == t.strip() for t in ds["text"])
-    assert ds[0]["text"].startswith("Once upon a time there was a little boy named Ben.")
+    assert ds[0]["text"].startswith(
+        "Once upon a time there was a little boy named Ben."
+    )
 
 
 def test_redpajama_jsonl(shared_data):
@@ -134,7 +148,9 @@ def test_redpajama_jsonl(shared_data):
 def slimpajama_rows():
     return [
         {"text": f"document {i}", "meta": {"redpajama_set_name": name}}
-        for i, name in enumerate(["RedPajamaC4", "RedPajamaArXiv", "RedPajamaWikipedia", "RedPajamaArXiv"])
+        for i, name in enumerate(
+            ["RedPajamaC4", "RedPajamaArXiv", "RedPajamaWikipedia", "RedPajamaArXiv"]
+        )
     ]
 
 
@@ -187,9 +203,13 @@ def fake_hub(monkeypatch):
         calls.append((path, kwargs))
         if path == "text":  # TinyStories-V2 read line by line
             lines = ["Story one.", "<|endoftext|>", "Story", "two.", "<|endoftext|>"]
-            return datasets.IterableDataset.from_generator(lambda: ({"text": t} for t in lines))
+            return datasets.IterableDataset.from_generator(
+                lambda: ({"text": t} for t in lines)
+            )
         if path == "cerebras/SlimPajama-627B":
-            return datasets.IterableDataset.from_generator(lambda: iter(slimpajama_rows()))
+            return datasets.IterableDataset.from_generator(
+                lambda: iter(slimpajama_rows())
+            )
         return datasets.Dataset.from_dict({"text": ["a story"]})
 
     monkeypatch.setattr(data, "check_hub_reachable", lambda what, alternative: None)
@@ -199,21 +219,28 @@ def fake_hub(monkeypatch):
 
 def test_tinystories_from_the_hub(fake_hub):
     ds = load_corpus("tinystories", "validation")
-    assert fake_hub == [("roneneldan/TinyStories", {"split": "validation", "streaming": False})]
+    assert fake_hub == [
+        ("roneneldan/TinyStories", {"split": "validation", "streaming": False})
+    ]
     assert ds["text"] == ["a story"]
 
 
 def test_tinystories_v2_streams_the_gpt4_file(fake_hub):
     ds = load_corpus("tinystories-v2", "validation")
     (path, kwargs), = fake_hub  # fmt: skip
-    assert kwargs["data_files"] == "hf://datasets/roneneldan/TinyStories/TinyStoriesV2-GPT4-valid.txt"
+    assert (
+        kwargs["data_files"]
+        == "hf://datasets/roneneldan/TinyStories/TinyStoriesV2-GPT4-valid.txt"
+    )
     assert kwargs["streaming"] is True
     assert [r["text"] for r in ds] == ["Story one.", "Story\ntwo."]
 
 
 def test_slimpajama_is_streamed_and_filtered(fake_hub):
     ds = load_corpus("slimpajama", sets=["RedPajamaWikipedia"])
-    assert fake_hub == [("cerebras/SlimPajama-627B", {"split": "train", "streaming": True})]
+    assert fake_hub == [
+        ("cerebras/SlimPajama-627B", {"split": "train", "streaming": True})
+    ]
     assert [r["text"] for r in ds] == ["document 2"]
 
 
@@ -251,7 +278,9 @@ def test_local_file_is_a_single_split(tmp_path):
 
 def test_describe_corpus_and_ngram_diversity():
     stats = data.describe_corpus(["The cat sat.", "A cat!"])
-    assert stats["documents"] == 2 and stats["words"] == 5 and stats["distinct_words"] == 4
+    assert (
+        stats["documents"] == 2 and stats["words"] == 5 and stats["distinct_words"] == 4
+    )
     assert stats["words_per_document_max"] == 3
     assert stats["character_set"] == " !.ATacehst"
     assert stories.ngram_diversity(["a b a b"], 2) == pytest.approx(2 / 3)

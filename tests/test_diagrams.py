@@ -24,7 +24,9 @@ SVG = "{http://www.w3.org/2000/svg}"
 @pytest.fixture(scope="module")
 def drawn(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("diagrams")
-    run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out)], capture_output=True, text=True
+    )
     assert run.returncode == 0, f"make_diagrams.py failed:\n{run.stderr}"
     return out
 
@@ -46,7 +48,9 @@ def test_diagram_is_a_titled_svg_about_700_px_wide(drawn, name):
     width_px = float(root.get("width").removesuffix("pt")) * 96 / 72
     assert 650 <= width_px <= 750, f"{name}: {width_px:.0f} px wide"
     assert root.find(f"{SVG}title").text, f"{name} has no title"
-    assert root.find(f".//{SVG}text") is not None, f"{name}: the labels are not stored as text"
+    assert root.find(f".//{SVG}text") is not None, (
+        f"{name}: the labels are not stored as text"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,6 +1,5 @@
-"""The GPT of chapter 4: GPT-2 exactly (against transformers), its checks, counts and checkpoints."""
+"""The GPT of chapter 4 (gptlib.model): its checks, counts, presets and compiled form."""
 
-import json
 import math
 
 import pytest
@@ -9,18 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gptlib.model as gm
-from gptlib.model import (
-    GPT,
-    PRESETS,
-    CheckpointError,
-    GPTConfig,
-    load_weights,
-    param_count,
-    preset,
-    read_weights,
-)
-
-transformers = pytest.importorskip("transformers")
+from gptlib.model import GPT, PRESETS, GPTConfig, param_count, preset
 
 TINY = GPTConfig(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=32)
 
@@ -31,7 +19,9 @@ def tiny_model(seed=0, config=TINY) -> GPT:
 
 
 def tokens(config=TINY, shape=(2, 16), seed=1) -> torch.Tensor:
-    return torch.randint(0, config.vocab_size, shape, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, config.vocab_size, shape, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def closed_form(c: GPTConfig) -> int:
@@ -40,109 +30,9 @@ def closed_form(c: GPTConfig) -> int:
     norm = 2 * d if c.bias else d
     attn = d * 3 * d + d * d + ((3 * d + d) if c.bias else 0)
     mlp = d * 4 * d + 4 * d * d + ((4 * d + d) if c.bias else 0)
-    return c.vocab_size * d + c.block_size * d + c.n_layer * (2 * norm + attn + mlp) + norm
-
-
-# --- Hugging Face interop ---------------------------------------------------------------------
-
-
-def hf_gpt2(seed=0, **changes):
-    torch.manual_seed(seed)
-    config = dict(
-        vocab_size=211, n_positions=48, n_embd=48, n_layer=3, n_head=4, bos_token_id=None, eos_token_id=None
+    return (
+        c.vocab_size * d + c.block_size * d + c.n_layer * (2 * norm + attn + mlp) + norm
     )
-    config.update(changes)
-    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**config)).eval()
-
-
-def test_from_hf_gives_the_same_logits():
-    hf = hf_gpt2()
-    ours = GPT.from_hf(hf).eval()
-    assert ours.config == GPTConfig(vocab_size=211, block_size=48, n_layer=3, n_head=4, n_embd=48)
-    idx = tokens(ours.config, (3, 48))
-    with torch.no_grad():
-        expected = hf(idx).logits
-        logits, _ = ours(idx)
-    assert logits.dtype == torch.float32
-    torch.testing.assert_close(logits, expected)
-    # the conversion copies: changing our weights leaves the HF model alone
-    with torch.no_grad():
-        ours.transformer.wte.weight.zero_()
-    assert hf.transformer.wte.weight.abs().sum() > 0
-
-
-def test_to_hf_round_trips_to_the_same_logits():
-    ours = tiny_model(3)
-    hf = ours.to_hf()
-    assert isinstance(hf, transformers.GPT2LMHeadModel) and not hf.training
-    idx = tokens()
-    with torch.no_grad():
-        torch.testing.assert_close(hf(idx).logits, ours(idx)[0])
-        back = GPT.from_hf(hf)
-        assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), back.state_dict().values()))
-    # Conv1D stores (in, out): the transpose of nn.Linear
-    w = ours.transformer.h[0].mlp.c_fc.weight  # (4d, d)
-    assert torch.equal(hf.transformer.h[0].mlp.c_fc.weight, w.t())
-
-
-def test_from_hf_loads_a_local_directory(tmp_path):
-    hf = hf_gpt2(seed=5)
-    hf.save_pretrained(tmp_path / "gpt2-like")
-    idx = tokens(GPTConfig(vocab_size=211), (2, 10))
-    with torch.no_grad():
-        expected = hf(idx).logits
-        for where in (tmp_path / "gpt2-like", str(tmp_path / "gpt2-like")):
-            torch.testing.assert_close(GPT.from_hf(where).eval()(idx)[0], expected)
-
-
-def test_hub_name_offline_is_a_one_line_error_naming_the_local_option(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # and nothing is cached
-    with pytest.raises(ValueError, match="local directory") as info:
-        GPT.from_hf("gpt2-not-cached")
-    assert "\n" not in str(info.value) and "gpt2-not-cached" in str(info.value)
-
-
-def test_local_gpt2_uses_the_env_var_or_reports_none(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.delenv(gm.GPT2_DIR_ENV, raising=False)
-    assert gm.local_gpt2("gpt2") is None
-    monkeypatch.setenv(gm.GPT2_DIR_ENV, str(tmp_path))
-    assert gm.local_gpt2("gpt2") == tmp_path
-
-
-@pytest.mark.parametrize("bad", ["./no-such-dir", "/no/such/dir", "a/b/c"])
-def test_from_hf_missing_local_path(bad):
-    with pytest.raises(ValueError, match="not a directory holding a saved GPT2LMHeadModel"):
-        GPT.from_hf(bad)
-
-
-@pytest.mark.parametrize(
-    "changes, field",
-    [
-        (dict(activation_function="relu"), "activation_function"),
-        (dict(n_inner=100), "n_inner"),
-        (dict(layer_norm_epsilon=1e-6), "layer_norm_epsilon"),
-        (dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx"),
-    ],
-)
-def test_from_hf_refuses_what_our_gpt_cannot_compute(changes, field):
-    with pytest.raises(ValueError, match=field):
-        GPT.from_hf(hf_gpt2(**changes))
-
-
-def test_from_hf_refuses_untied_and_foreign_models():
-    hf = hf_gpt2()
-    hf.lm_head.weight = torch.nn.Parameter(hf.lm_head.weight.detach().clone() + 1)
-    with pytest.raises(ValueError, match="untied"):
-        GPT.from_hf(hf)
-    with pytest.raises(ValueError, match="GPT2LMHeadModel"):
-        GPT.from_hf(torch.nn.Linear(2, 2))
-
-
-def test_to_hf_needs_biases():
-    with pytest.raises(ValueError, match="bias=False"):
-        GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=False)).to_hf()
 
 
 # --- the model's behaviour ----------------------------------------------------------------------
@@ -154,7 +44,10 @@ def test_forward_shapes_and_tied_head():
     assert logits.shape == (2, 16, TINY.vocab_size) and loss is None
     assert model.lm_head.weight is model.transformer.wte.weight
     names = {n for n, _ in model.named_parameters()}
-    assert "transformer.h.1.attn.c_attn.weight" in names and "transformer.h.0.mlp.c_proj.bias" in names
+    assert (
+        "transformer.h.1.attn.c_attn.weight" in names
+        and "transformer.h.0.mlp.c_proj.bias" in names
+    )
     assert "lm_head.weight" not in names  # the tied tensor is registered once, as wte
 
 
@@ -174,7 +67,9 @@ def test_causality(t, delta):
 
 @pytest.mark.parametrize("vocab_size", [256, 1024, 50257])
 def test_initial_loss_is_close_to_ln_vocab_size(vocab_size):
-    config = GPTConfig(vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=64)
+    config = GPTConfig(
+        vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=64
+    )
     model = tiny_model(0, config)
     with torch.no_grad():
         _, loss = model(tokens(config, (4, 64)), tokens(config, (4, 64), seed=2))
@@ -201,7 +96,9 @@ def test_targets_of_minus_100_are_ignored():
     masked = targets.clone()
     masked[:, :5] = -100
     logits, loss = model(idx, masked)
-    expected = torch.nn.functional.cross_entropy(logits[:, 5:].flatten(0, 1), targets[:, 5:].flatten())
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, 5:].flatten(0, 1), targets[:, 5:].flatten()
+    )
     torch.testing.assert_close(loss, expected)
 
 
@@ -228,7 +125,8 @@ def test_kv_cache_gives_the_same_logits_as_one_pass():
         cache = model.new_kv_cache(3)
         assert cache.max_len == TINY.block_size and cache.pos == 0
         pieces = [
-            model(idx[:, a:b], kv_cache=cache)[0] for a, b in [(0, 7), (7, 8), (8, 20), (20, 21), (21, 32)]
+            model(idx[:, a:b], kv_cache=cache)[0]
+            for a, b in [(0, 7), (7, 8), (8, 20), (20, 21), (21, 32)]
         ]
     assert cache.pos == 32
     torch.testing.assert_close(torch.cat(pieces, dim=1), full)
@@ -257,7 +155,9 @@ def test_new_kv_cache_follows_the_model_dtype():
 
 
 def test_gradient_checkpointing_same_gradients_and_only_in_training(monkeypatch):
-    config = GPTConfig(vocab_size=97, block_size=32, n_layer=3, n_head=4, n_embd=32, dropout=0.1)
+    config = GPTConfig(
+        vocab_size=97, block_size=32, n_layer=3, n_head=4, n_embd=32, dropout=0.1
+    )
     idx, targets = tokens(config), tokens(config, seed=4)
 
     def grads(checkpointing: bool):
@@ -270,11 +170,15 @@ def test_gradient_checkpointing_same_gradients_and_only_in_training(monkeypatch)
 
     calls = []
     real = gm.checkpoint
-    monkeypatch.setattr(gm, "checkpoint", lambda *a, **k: calls.append(k) or real(*a, **k))
+    monkeypatch.setattr(
+        gm, "checkpoint", lambda *a, **k: calls.append(k) or real(*a, **k)
+    )
     loss_a, grads_a = grads(False)
     assert not calls
     loss_b, grads_b = grads(True)
-    assert len(calls) == config.n_layer and all(k["use_reentrant"] is False for k in calls)
+    assert len(calls) == config.n_layer and all(
+        k["use_reentrant"] is False for k in calls
+    )
     torch.testing.assert_close(loss_a, loss_b)
     for a, b in zip(grads_a, grads_b):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
@@ -295,6 +199,7 @@ def test_gradient_checkpointing_same_gradients_and_only_in_training(monkeypatch)
         (dict(n_embd=100, n_head=12), "multiple of n_head=12"),
         (dict(dropout=1.0), "dropout=1.0"),
         (dict(bias="yes"), "bias='yes'"),
+        (dict(n_head=True), "n_head=True"),  # a bool is not a size
     ],
 )
 def test_bad_config_is_a_one_line_error(changes, match):
@@ -321,8 +226,12 @@ def test_preset_parameter_counts_equal_the_closed_form(name):
     with torch.device("meta"):
         model = GPT(config)
     assert model.num_params() == closed_form(config) == param_count(config)
-    assert model.num_params(non_embedding=True) == param_count(config, non_embedding=True)
-    assert model.num_params() - model.num_params(non_embedding=True) == config.block_size * config.n_embd
+    assert model.num_params(non_embedding=True) == param_count(
+        config, non_embedding=True
+    )
+    # non-embedding: without the token and the position embedding (Kaplan et al.)
+    embeddings = (config.vocab_size + config.block_size) * config.n_embd
+    assert model.num_params() - model.num_params(non_embedding=True) == embeddings
 
 
 def test_known_gpt2_sizes_and_nano():
@@ -343,8 +252,17 @@ def test_known_gpt2_sizes_and_nano():
     block=st.integers(1, 64),
     bias=st.booleans(),
 )
-def test_parameter_count_closed_form_for_any_config(heads, head_dim, n_layer, vocab, block, bias):
-    config = GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=heads, n_embd=heads * head_dim, bias=bias)  # fmt: skip
+def test_parameter_count_closed_form_for_any_config(
+    heads, head_dim, n_layer, vocab, block, bias
+):
+    config = GPTConfig(
+        vocab_size=vocab,
+        block_size=block,
+        n_layer=n_layer,
+        n_head=heads,
+        n_embd=heads * head_dim,
+        bias=bias,
+    )
     with torch.device("meta"):
         model = GPT(config)
     assert model.num_params() == closed_form(config) == param_count(config)
@@ -359,7 +277,8 @@ def test_flops_per_token_matches_a_count_of_matmuls():
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         _, loss = model(tokens(shape=(B, T)), tokens(shape=(B, T), seed=2))
         loss.backward()
-    n = model.num_params(non_embedding=True)
+    # 6N: the non-embedding parameters and the tied head, which multiplies every token
+    n = model.num_params(non_embedding=True) + TINY.vocab_size * TINY.n_embd
     assert model.flops_per_token(T) == 6 * n + 12 * TINY.n_layer * TINY.n_embd * T
     # the counter sees matrix multiplications only: not the biases and layer norms that 6N includes
     vectors = sum(p.numel() for p in model.parameters() if p.dim() == 1)
@@ -385,87 +304,3 @@ def test_torch_compile_fullgraph_same_logits_no_graph_break():
     torch.testing.assert_close(c_logits, logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(c_loss, loss, atol=1e-5, rtol=1e-5)
     torch._dynamo.reset()
-
-
-# --- saving and loading ----------------------------------------------------------------------
-
-
-def test_save_load_round_trip_is_exact(tmp_path):
-    model = tiny_model(2)
-    model.save_pretrained(tmp_path / "ckpt")
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["model.safetensors", "model_config.json"]
-    stored = read_weights(tmp_path / "ckpt" / "model.safetensors")
-    assert "lm_head.weight" not in stored and "transformer.wte.weight" in stored  # tied: saved once
-    assert json.loads((tmp_path / "ckpt" / "model_config.json").read_text()) == {
-        "vocab_size": 97, "block_size": 32, "n_layer": 2, "n_head": 4, "n_embd": 32, "dropout": 0.0, "bias": True,
-    }  # fmt: skip
-    loaded = GPT.from_pretrained(tmp_path / "ckpt").eval()
-    assert loaded.config == model.config
-    assert loaded.lm_head.weight is loaded.transformer.wte.weight
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
-        assert torch.equal(a, b), name
-    idx = tokens()
-    assert torch.equal(model(idx)[0], loaded(idx)[0])
-
-
-def test_save_load_keeps_the_dtype_and_overwrites_cleanly(tmp_path):
-    model = tiny_model().to(torch.bfloat16)
-    model.save_pretrained(tmp_path)
-    model.save_pretrained(tmp_path)  # again, over the first
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "model_config.json"]
-    loaded = GPT.from_pretrained(str(tmp_path))
-    assert loaded.transformer.wte.weight.dtype == torch.bfloat16
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
-
-
-def test_loading_into_another_architecture_lists_the_mismatches(tmp_path):
-    tiny_model().save_pretrained(tmp_path)
-    other = GPT(GPTConfig(vocab_size=97, block_size=32, n_layer=3, n_head=4, n_embd=48))
-    with pytest.raises(CheckpointError) as info:
-        load_weights(other, read_weights(tmp_path / "model.safetensors"), source="model.safetensors")
-    message = str(info.value)
-    assert "\n" not in message
-    assert "transformer.wte.weight is (97, 32) in model.safetensors but (97, 48) in the model" in message
-    assert "more" in message  # the list is cut after a few, with the count of the rest
-    # a config that no longer matches the weights: from_pretrained names both
-    config = json.loads((tmp_path / "model_config.json").read_text())
-    (tmp_path / "model_config.json").write_text(json.dumps({**config, "n_layer": 3}))
-    with pytest.raises(CheckpointError, match=r"transformer\.h\.2\.ln_1\.weight \(32,\) is missing"):
-        GPT.from_pretrained(tmp_path)
-    # and extra tensors are named too
-    with pytest.raises(CheckpointError, match=r"extra\.weight \(3,\) in the file is not in the model"):
-        load_weights(
-            tiny_model(), {**tiny_model().state_dict(), "extra.weight": torch.zeros(3)}, source="the file"
-        )
-
-
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
-def test_corrupt_weights_are_a_one_line_error_naming_the_file(tmp_path, damage):
-    tiny_model().save_pretrained(tmp_path)
-    weights = tmp_path / "model.safetensors"
-    data = weights.read_bytes()
-    weights.write_bytes(
-        {"truncate": data[: len(data) // 2], "garbage": b"\x00not safetensors" * 64, "empty": b""}[damage]
-    )
-    with pytest.raises(CheckpointError) as info:
-        GPT.from_pretrained(tmp_path)
-    assert str(weights) in str(info.value) and "\n" not in str(info.value)
-
-
-def test_missing_or_broken_config_is_a_one_line_error(tmp_path):
-    with pytest.raises(CheckpointError, match="model_config.json"):
-        GPT.from_pretrained(tmp_path)
-    hf_gpt2().save_pretrained(tmp_path / "hf")
-    with pytest.raises(CheckpointError, match="use GPT.from_hf"):
-        GPT.from_pretrained(tmp_path / "hf")
-    tiny_model().save_pretrained(tmp_path)
-    (tmp_path / "model_config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="model_config.json"):
-        GPT.from_pretrained(tmp_path)
-    (tmp_path / "model_config.json").write_text(json.dumps({"n_layers": 2}))
-    with pytest.raises(CheckpointError, match="unknown GPTConfig fields"):
-        GPT.from_pretrained(tmp_path)
-    (tmp_path / "model.safetensors").unlink()
-    (tmp_path / "model_config.json").write_text(json.dumps({"n_layer": 2}))
-    with pytest.raises(CheckpointError, match="no such weights file"):
-        GPT.from_pretrained(tmp_path)

@@ -21,7 +21,11 @@ def test_there_are_chapters():
 
 def code_cells(path):
     nb = json.loads(path.read_text(encoding="utf-8"))
-    return nb, [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    return nb, [
+        c
+        for c in nb["cells"]
+        if c["cell_type"] == "code" and "".join(c["source"]).strip()
+    ]
 
 
 @pytest.mark.parametrize("path", EVERY, ids=lambda p: p.name)
@@ -30,15 +34,24 @@ def test_notebook_is_executed_in_order_without_errors(path):
     counts = [c.get("execution_count") for c in cells]
     unrun = [i for i, n in enumerate(counts) if n is None]
     assert not unrun, f"{path.name}: code cells {unrun} have never been run"
-    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: execution counts out of order: {counts}"
-    errors = [c["execution_count"] for c in cells for o in c["outputs"] if o["output_type"] == "error"]
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"{path.name}: execution counts out of order: {counts}"
+    )
+    errors = [
+        c["execution_count"]
+        for c in cells
+        for o in c["outputs"]
+        if o["output_type"] == "error"
+    ]
     assert not errors, f"{path.name}: cells {errors} hold an error output"
 
 
 @pytest.mark.parametrize("path", EVERY, ids=lambda p: p.name)
 def test_notebook_metadata_is_clean(path):
     nb, _ = code_cells(path)
-    assert set(nb["metadata"]) <= {"kernelspec", "language_info"}, f"{path.name}: {sorted(nb['metadata'])}"
+    assert set(nb["metadata"]) <= {"kernelspec", "language_info"}, (
+        f"{path.name}: {sorted(nb['metadata'])}"
+    )
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
@@ -46,25 +59,39 @@ def test_notebook_metadata_is_clean(path):
 def test_chapter_exports_a_module(path):
     _, cells = code_cells(path)
     sources = ["".join(c["source"]) for c in cells]
-    assert any(s.startswith("#| default_exp") for s in sources), f"{path.name} has no `#| default_exp` cell"
+    assert any(s.startswith("#| default_exp") for s in sources), (
+        f"{path.name} has no `#| default_exp` cell"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_has_a_title_and_summary(path):
     nb = json.loads(path.read_text(encoding="utf-8"))
     first = "".join(nb["cells"][0]["source"])
-    assert first.startswith("# "), f"{path.name}: the first cell must be the chapter title"
-    assert "\n> " in first, f"{path.name}: the title cell needs a '> summary' line (the module docstring)"
+    assert first.startswith("# "), (
+        f"{path.name}: the first cell must be the chapter title"
+    )
+    assert "\n> " in first, (
+        f"{path.name}: the title cell needs a '> summary' line (the module docstring)"
+    )
 
 
 @pytest.mark.parametrize("path", EVERY, ids=lambda p: p.name)
 def test_nbval_markers_are_cell_tags(path):
     """nbval's markers are cell tags, not comments a reader of the site would see."""
     _, cells = code_cells(path)
-    comments = [c["execution_count"] for c in cells if "# NBVAL_" in "".join(c["source"])]
-    assert not comments, f"{path.name}: cells {comments} use a '# NBVAL_' comment; use the cell tag instead"
-    tags = {t for c in cells for t in c["metadata"].get("tags", []) if t.startswith("nbval")}
-    assert tags <= {"nbval-ignore-output", "nbval-skip"}, f"{path.name}: unknown nbval tags {tags}"
+    comments = [
+        c["execution_count"] for c in cells if "# NBVAL_" in "".join(c["source"])
+    ]
+    assert not comments, (
+        f"{path.name}: cells {comments} use a '# NBVAL_' comment; use the cell tag instead"
+    )
+    tags = {
+        t for c in cells for t in c["metadata"].get("tags", []) if t.startswith("nbval")
+    }
+    assert tags <= {"nbval-ignore-output", "nbval-skip"}, (
+        f"{path.name}: unknown nbval tags {tags}"
+    )
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)

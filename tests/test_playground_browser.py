@@ -30,7 +30,9 @@ NOTEBOOK = "07_playground.ipynb"
 PROMPT = "One day, Tom found a"
 SETTINGS = {  # JupyterLab user settings: no autosave, no kernel dialog, no news or update checks
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "autoStartDefaultKernel": True
+    },
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
         "fetchNews": "false",
         "checkForUpdates": False,
@@ -41,7 +43,10 @@ playwright = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
 )
 if not os.access(CHROMIUM, os.X_OK):
-    pytest.skip(f"{CHROMIUM} is missing: `make browser` (apt-get install chromium)", allow_module_level=True)
+    pytest.skip(
+        f"{CHROMIUM} is missing: `make browser` (apt-get install chromium)",
+        allow_module_level=True,
+    )
 
 
 def free_port() -> int:
@@ -54,14 +59,16 @@ def free_port() -> int:
 def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 with token auth, a temporary HOME and settings, serving a
     copy of the playground notebook without its outputs (nothing in the repository is written)."""
-    from gptlib.train import story_model
+    from gptlib.story import story_model
 
     story_model()  # the notebook samples from chapter 5's model: train it first if it is missing
     tmp = tmp_path_factory.mktemp("lab")
     work, settings = tmp / "work", tmp / "settings"
     work.mkdir()
     notebook = json.loads((ROOT / "notebooks" / NOTEBOOK).read_text(encoding="utf-8"))
-    for cell in notebook["cells"]:  # a clean copy, as a reader opens it: no outputs, no [n] prompts
+    for cell in notebook[
+        "cells"
+    ]:  # a clean copy, as a reader opens it: no outputs, no [n] prompts
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
     (work / NOTEBOOK).write_text(json.dumps(notebook), encoding="utf-8")
@@ -99,11 +106,15 @@ def lab(tmp_path_factory):
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"JupyterLab did not start; see {tmp / 'jupyterlab.log'}")
+                    pytest.fail(
+                        f"JupyterLab did not start; see {tmp / 'jupyterlab.log'}"
+                    )
                 time.sleep(0.5)
         yield url, token
     finally:
-        server.send_signal(signal.SIGTERM)  # the server shuts its kernels down, then exits
+        server.send_signal(
+            signal.SIGTERM
+        )  # the server shuts its kernels down, then exits
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -122,7 +133,9 @@ def set_readout(page, widget: str, value) -> None:
 
 
 def screenshot_path() -> Path:
-    folder = Path(os.environ.get("GPTLIB_SCREENSHOT_DIR", ROOT / "_build" / "screenshots"))
+    folder = Path(
+        os.environ.get("GPTLIB_SCREENSHOT_DIR", ROOT / "_build" / "screenshots")
+    )
     folder.mkdir(parents=True, exist_ok=True)
     return folder / "playground.png"
 
@@ -130,7 +143,9 @@ def screenshot_path() -> Path:
 def test_playground_generates_text_in_a_browser(lab):
     url, token = lab
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(120_000)
@@ -138,7 +153,9 @@ def test_playground_generates_text_in_a_browser(lab):
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator")
             page.wait_for_timeout(1000)
-            if page.locator(".jp-Dialog .jp-mod-accept").count():  # should JupyterLab ask for a kernel
+            if page.locator(
+                ".jp-Dialog .jp-mod-accept"
+            ).count():  # should JupyterLab ask for a kernel
                 page.locator(".jp-Dialog .jp-mod-accept").click()
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
             page.locator("li[data-command='runmenu:run-all']").click()
@@ -151,7 +168,9 @@ def test_playground_generates_text_in_a_browser(lab):
                 "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].every(e => /\\[\\d+\\]/.test(e.textContent))"
             )
             assert (
-                not page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+                not page.locator(
+                    ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+                )
                 .filter(has_text="Traceback")
                 .count()
             ), "a cell failed"
@@ -204,9 +223,13 @@ def test_playground_generates_text_in_a_browser(lab):
         finally:
             browser.close()
     n = int(re.match(r"(\d+) tokens in [\d.]+ s", status).group(1))
-    assert n == 80 or status.endswith("end of story)"), status  # the length we set in the browser
+    assert n == 80 or status.endswith("end of story)"), (
+        status
+    )  # the length we set in the browser
     # the text grew by the prompt's continuation: a token of the story model is several characters
     assert text.startswith(PROMPT) and len(text) > len(PROMPT) + n // 2, text
-    assert any(label.startswith("▶") for label in bars), bars  # the chart marks the chosen token
+    assert any(label.startswith("▶") for label in bars), (
+        bars
+    )  # the chart marks the chosen token
     assert int(stopped.split()[0]) < 500, stopped
     print(f"screenshot: {screenshot_path()}\n{text}\n{status}\n{stopped}")

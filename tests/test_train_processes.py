@@ -1,6 +1,7 @@
-"""Chapter 5 (gptlib.train) with real processes: a run killed by SIGKILL resumes exactly, a kill
-while a checkpoint is written leaves a loadable one, 2 processes under torchrun (gloo) equal 1
-process with gradient accumulation, and the `gptlib` / `python -m gptlib` command line."""
+"""Chapter 5 with real processes: a run killed by SIGKILL resumes exactly, a kill while a
+checkpoint is written leaves a loadable one, 2 processes under torchrun (gloo) equal 1
+process with gradient accumulation, and the commands of gptlib.commands in fresh processes
+(and once through chapter 7's `gptlib` program)."""
 
 import os
 import random
@@ -15,36 +16,59 @@ import pytest
 import torch
 from conftest import tiny_run
 
-from gptlib import train as T
+from gptlib.checkpoint import load_checkpoint, save_checkpoint
+from gptlib.config import load_config
+from gptlib.records import read_metrics
+from gptlib.shards import load_split, prepare_data
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals and fork")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # runs that compare bits: same threads
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32", reason="needs POSIX signals and fork"
+)
+# runs that compare bits: the same threads
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+# `python -c COMMAND NAME ARGS...` runs gptlib.commands' NAME_command(ARGS)
+COMMAND = (
+    "import sys; from gptlib import commands; "
+    "sys.exit(getattr(commands, sys.argv[1] + '_command')(sys.argv[2:]))"
+)
 
 
 def tiny(data_dir, out_dir, *extra: str) -> list[str]:
     return tiny_run(
-        data_dir, out_dir, "model.n_layer=2", "model.dropout=0.1", "training.warmup_steps=3",
-        "training.decay_steps=24", "training.eval_interval=4", *extra,
-    )  # fmt: skip
+        data_dir,
+        out_dir,
+        "model.n_layer=2",
+        "model.dropout=0.1",
+        "training.warmup_steps=3",
+        "training.decay_steps=24",
+        "training.eval_interval=4",
+        *extra,
+    )
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("data")
-    T.prepare_data(T.load_config(None, tiny(d, d)).data, progress=False)
+    prepare_data(load_config(None, tiny(d, d)).data, progress=False)
     return d
 
 
 def gptlib(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    """`python -m gptlib ARGS` in a fresh process."""
-    result = subprocess.run([sys.executable, "-m", "gptlib", *map(str, args)], capture_output=True, text=True, env=ENV, **kw)  # fmt: skip
+    """The command `gptlib ARGS` (prepare, train or eval) in a fresh process."""
+    result = subprocess.run(
+        [sys.executable, "-c", COMMAND, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        **kw,
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
 
 
 def losses(out_dir) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in T.read_metrics(out_dir) if "loss" in r}
+    return {r["step"]: r["loss"] for r in read_metrics(out_dir) if "loss" in r}
 
 
 def test_sigkill_then_resume_is_bitwise_identical(data_dir, tmp_path):
@@ -55,9 +79,15 @@ def test_sigkill_then_resume_is_bitwise_identical(data_dir, tmp_path):
 
     # a run with checkpoints every N steps and no end in sight, killed once a checkpoint is saved
     # (the schedule's length is fixed by training.decay_steps, not by max_steps)
-    args = tiny(data_dir, halves, "training.max_steps=100000", f"training.ckpt_interval={N}")
-    child = subprocess.Popen([sys.executable, "-m", "gptlib", "train", str(config), *args], env=ENV,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    args = tiny(
+        data_dir, halves, "training.max_steps=100000", f"training.ckpt_interval={N}"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", COMMAND, "train", str(config), *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     metrics = halves / "metrics.jsonl"
     while child.poll() is None and time.monotonic() < deadline:
@@ -68,34 +98,45 @@ def test_sigkill_then_resume_is_bitwise_identical(data_dir, tmp_path):
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
     child.stderr.close()
-    saved = T.load_checkpoint(halves / "ckpt.pt")["step"]  # N, or a later multiple on a slow machine
+    # N, or a later multiple on a slow machine
+    saved = load_checkpoint(halves / "ckpt.pt")["step"]
     assert saved >= N and saved % N == 0
     end = saved + N
 
     # resumed by the same command, to `end`; and the same run without interruption
     gptlib(
-        "train", config, *tiny(data_dir, halves, f"training.max_steps={end}", f"training.ckpt_interval={N}")
+        "train",
+        config,
+        *tiny(
+            data_dir, halves, f"training.max_steps={end}", f"training.ckpt_interval={N}"
+        ),
     )
     gptlib(
-        "train", config, *tiny(data_dir, whole, f"training.max_steps={end}", f"training.ckpt_interval={N}")
+        "train",
+        config,
+        *tiny(
+            data_dir, whole, f"training.max_steps={end}", f"training.ckpt_interval={N}"
+        ),
     )
     expected = losses(whole)
     assert sorted(expected) == list(range(1, end + 1))
     assert losses(halves) == expected  # the same float at every step
-    a, b = T.load_checkpoint(whole / "ckpt.pt"), T.load_checkpoint(halves / "ckpt.pt")
+    a, b = load_checkpoint(whole / "ckpt.pt"), load_checkpoint(halves / "ckpt.pt")
     assert a["step"] == b["step"] == end
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name  # bitwise
     for name, tensor in a["optimizer"]["state"].items():
-        assert all(torch.equal(v, b["optimizer"]["state"][name][k]) for k, v in tensor.items())
-    assert [r["val_loss"] for r in T.read_metrics(whole) if "val_loss" in r] == [
-        r["val_loss"] for r in T.read_metrics(halves) if "val_loss" in r
+        assert all(
+            torch.equal(v, b["optimizer"]["state"][name][k]) for k, v in tensor.items()
+        )
+    assert [r["val_loss"] for r in read_metrics(whole) if "val_loss" in r] == [
+        r["val_loss"] for r in read_metrics(halves) if "val_loss" in r
     ]
 
 
 WRITER = """
 import sys, torch
-from gptlib.train import save_checkpoint
+from gptlib.checkpoint import save_checkpoint
 path = sys.argv[1]
 for step in range(1, 10**9):
     save_checkpoint(path, {"step": step, "w": torch.full((4_000_000,), float(step))})
@@ -109,24 +150,30 @@ def test_kill_while_writing_leaves_a_loadable_checkpoint(tmp_path):
     left_behind = 0
     for _ in range(3):
         child = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path)], env=ENV, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", WRITER, str(path)],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert child.stdout.readline().strip()  # one checkpoint is complete
-        time.sleep(rng.uniform(0.0, 0.1))  # then kill it at some moment of a later write
+        time.sleep(
+            rng.uniform(0.0, 0.1)
+        )  # then kill it at some moment of a later write
         child.send_signal(signal.SIGKILL)
         child.wait()
         child.stdout.close()
         left_behind += any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
-        state = T.load_checkpoint(path)  # always complete: the old one or the new one
+        state = load_checkpoint(path)  # always complete: the old one or the new one
         assert state["step"] >= 1 and bool((state["w"] == float(state["step"])).all())
     assert left_behind > 0, "no kill landed inside a write; the test proved nothing"
-    T.save_checkpoint(path, {"step": 0})  # the next writer removes what a killed one left
+    save_checkpoint(path, {"step": 0})  # the next writer removes what a killed one left
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
 DDP_STEP = """
 import sys, torch
-from gptlib.train import Trainer, load_config
+from gptlib.config import load_config
+from gptlib.train import Trainer
 trainer = Trainer(load_config(None, sys.argv[1:]))
 m = trainer.train_step()
 if trainer.dist.is_main:
@@ -142,20 +189,41 @@ def test_ddp_two_processes_equal_one_with_accumulation(data_dir, tmp_path):
     script.write_text(DDP_STEP)
     extra = ("model.dropout=0.0", "training.grad_accum=2", "training.max_steps=1")
     torchrun = Path(sys.executable).parent / "torchrun"
-    two = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script),
-                          *tiny(data_dir, tmp_path / "two", *extra)], env=ENV, capture_output=True, text=True)  # fmt: skip
+    two = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            *tiny(data_dir, tmp_path / "two", *extra),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, str(script), *tiny(data_dir, tmp_path / "one", *extra)],
-                         env=ENV, capture_output=True, text=True)  # fmt: skip
+    one = subprocess.run(
+        [sys.executable, str(script), *tiny(data_dir, tmp_path / "one", *extra)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
-    a, b = torch.load(tmp_path / "two" / "step.pt"), torch.load(tmp_path / "one" / "step.pt")
+    a, b = (
+        torch.load(tmp_path / "two" / "step.pt"),
+        torch.load(tmp_path / "one" / "step.pt"),
+    )
     assert (a["world"], b["world"]) == (2, 1)
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-6)
     assert a["grads"].keys() == b["grads"].keys()
     for name in a["grads"]:
-        torch.testing.assert_close(a["grads"][name], b["grads"][name], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(
+            a["grads"][name], b["grads"][name], rtol=1e-5, atol=1e-6, msg=name
+        )
     for name in a["weights"]:
-        torch.testing.assert_close(a["weights"][name], b["weights"][name], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(
+            a["weights"][name], b["weights"][name], rtol=1e-5, atol=1e-6, msg=name
+        )
 
 
 def test_command_line_prepare_train_eval(tmp_path):
@@ -170,23 +238,39 @@ def test_command_line_prepare_train_eval(tmp_path):
         """)
     )
     prepared = gptlib("prepare", config)
-    assert "prepared stories" in prepared.stdout and len(T.load_split(tmp_path / "data", "train")) == 1
-    # train through main() in a fresh process, which also shows that the optional loggers stay unimported
-    probe = "import sys; from gptlib.__main__ import main; main(sys.argv[1:]); print(sorted({'wandb', 'tensorboard', 'torch.utils.tensorboard'} & set(sys.modules)))"  # fmt: skip
-    trained = subprocess.run([sys.executable, "-c", probe, "train", str(config), "training.max_steps=3"],
-                             env=ENV, capture_output=True, text=True, check=True)  # fmt: skip
-    assert trained.stdout.startswith("step 3: val_loss ") and trained.stdout.strip().endswith("[]")
-    first = next(r for r in T.read_metrics(tmp_path / "run") if "loss" in r)
+    assert (
+        "prepared stories" in prepared.stdout
+        and len(load_split(tmp_path / "data", "train")) == 1
+    )
+    # train in a fresh process, which also shows that the optional loggers stay unimported
+    probe = (
+        "import sys; from gptlib.commands import train_command; "
+        "train_command(sys.argv[1:]); optional = {'wandb', 'tensorboard', "
+        "'torch.utils.tensorboard'}; print(sorted(optional & set(sys.modules)))"
+    )
+    trained = subprocess.run(
+        [sys.executable, "-c", probe, str(config), "training.max_steps=3"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert trained.stdout.startswith(
+        "step 3: val_loss "
+    ) and trained.stdout.strip().endswith("[]")
+    first = next(r for r in read_metrics(tmp_path / "run") if "loss" in r)
     assert first["step"] == 3 and first["tokens"] == 3 * 4 * 32
     evaluated = gptlib("eval", tmp_path / "run", "--data", tmp_path / "data")
     assert evaluated.stdout.startswith("loss ") and "bits/byte" in evaluated.stdout
-    # the installed `gptlib` script is the same program
-    script = Path(sys.executable).parent / "gptlib"
-    if not script.exists():
-        pytest.skip("the gptlib console script is not installed in this environment")
+    # chapter 7's `gptlib` program (`python -m gptlib`) hands the same line to train_command
     bad = subprocess.run(
-        [str(script), "train", str(config), "training.lrr=1"], capture_output=True, text=True, env=ENV
+        [sys.executable, "-m", "gptlib", "train", str(config), "training.lrr=1"],
+        capture_output=True,
+        text=True,
+        env=ENV,
     )
     assert bad.returncode == 1, bad.stderr
-    assert bad.stderr.strip().startswith(f"gptlib train: error: {config}: unknown key 'training.lrr'")
+    assert bad.stderr.strip().startswith(
+        f"gptlib train: error: {config}: unknown key 'training.lrr'"
+    )
     assert len(bad.stderr.strip().splitlines()) == 1

@@ -31,7 +31,13 @@ matplotlib.use("Agg")
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Polygon, Rectangle  # noqa: E402
+from matplotlib.patches import (
+    Circle,
+    FancyArrowPatch,
+    FancyBboxPatch,
+    Polygon,
+    Rectangle,
+)  # noqa: E402
 from matplotlib.path import Path as MplPath  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
@@ -57,7 +63,12 @@ PALETTE = {
     "loss": ("#fbe5e5", "#b3312f"),
     "op": ("#f1f1f1", "#6b6b6b"),
 }
-HEADS = ["#7fa9dc", "#f0a45c", "#79c28f", "#b197e0"]  # one colour per head in the multi-head figure
+HEADS = [
+    "#7fa9dc",
+    "#f0a45c",
+    "#79c28f",
+    "#b197e0",
+]  # one colour per head in the multi-head figure
 PX_PER_PT = DPI / 72
 
 
@@ -104,7 +115,9 @@ class Diagram:
 
     def __init__(self, name: str, title: str, height: float, width: float = WIDTH):
         self.name, self.title = name, title
-        self.fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
+        self.fig = Figure(
+            figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white"
+        )
         FigureCanvasAgg(self.fig)
         self.ax = self.fig.add_axes((0, 0, 1, 1))
         self.ax.set_xlim(0, width)
@@ -117,11 +130,25 @@ class Diagram:
 
     # ---- drawing -------------------------------------------------------------------------
     def text(self, x, y, s, size=9.0, color=MUTED, ha="center", va="center", **kw):
-        t = self.ax.text(x, y, s, fontsize=size, color=color, ha=ha, va=va, zorder=5, **kw)
+        t = self.ax.text(
+            x, y, s, fontsize=size, color=color, ha=ha, va=va, zorder=5, **kw
+        )
         self.texts.append(t)
         return t
 
-    def box(self, x, y, w, h, title, sub=None, kind="op", size=10.0, bold=False, sub_size=None) -> Box:
+    def box(
+        self,
+        x,
+        y,
+        w,
+        h,
+        title,
+        sub=None,
+        kind="op",
+        size=10.0,
+        bold=False,
+        sub_size=None,
+    ) -> Box:
         """A rounded box with a title and an optional smaller second part (shapes, detail)."""
         face, edge = PALETTE[kind]
         patch = FancyBboxPatch(
@@ -138,7 +165,14 @@ class Diagram:
             l2 = sub_size * PX_PER_PT * 1.2 * (sub.count("\n") + 1)
             total = l1 + l2 + 2
             texts = [
-                self.text(x, y - total / 2 + l1 / 2, title, size=size, color=INK, weight=weight),
+                self.text(
+                    x,
+                    y - total / 2 + l1 / 2,
+                    title,
+                    size=size,
+                    color=INK,
+                    weight=weight,
+                ),
                 self.text(x, y + total / 2 - l2 / 2, sub, size=sub_size, color=MUTED),
             ]
         self.boxed.append((patch, texts))
@@ -166,11 +200,26 @@ class Diagram:
         self.ax.add_patch(c)
         self.solids.append(c)
         k = r * 0.55
-        self.ax.plot([x - k, x + k], [y, y], color=INK, lw=1.6, zorder=4, solid_capstyle="butt")
-        self.ax.plot([x, x], [y - k, y + k], color=INK, lw=1.6, zorder=4, solid_capstyle="butt")
+        self.ax.plot(
+            [x - k, x + k], [y, y], color=INK, lw=1.6, zorder=4, solid_capstyle="butt"
+        )
+        self.ax.plot(
+            [x, x], [y - k, y + k], color=INK, lw=1.6, zorder=4, solid_capstyle="butt"
+        )
         return Box(x, y, 2 * r, 2 * r)
 
-    def frame(self, x0, y0, x1, y1, label=None, label_xy=None, color=MUTED, ha="left", size=9.0):
+    def frame(
+        self,
+        x0,
+        y0,
+        x1,
+        y1,
+        label=None,
+        label_xy=None,
+        color=MUTED,
+        ha="left",
+        size=9.0,
+    ):
         """A dashed group outline (not a solid: boxes sit inside it)."""
         patch = FancyBboxPatch(
             (x0, y0), x1 - x0, y1 - y0, boxstyle="round,pad=0,rounding_size=10",
@@ -187,11 +236,24 @@ class Diagram:
         self.ax.add_patch(r)
         self.solids.append(r)
 
-    def cells(self, x0, y0, n, size, fill, edge=MUTED, labels=None, label_size=8.0, highlight=None) -> Box:
+    def cells(
+        self,
+        x0,
+        y0,
+        n,
+        size,
+        fill,
+        edge=MUTED,
+        labels=None,
+        label_size=8.0,
+        highlight=None,
+    ) -> Box:
         """A row of n square cells (a cache, a sequence of tokens), the last one in `highlight`."""
         for i in range(n):
             fc = highlight if highlight is not None and i == n - 1 else fill
-            r = Rectangle((x0 + i * size, y0), size, size, fc=fc, ec=edge, lw=1.0, zorder=2)
+            r = Rectangle(
+                (x0 + i * size, y0), size, size, fc=fc, ec=edge, lw=1.0, zorder=2
+            )
             self.ax.add_patch(r)
             if labels:
                 self.boxed.append(
@@ -199,7 +261,11 @@ class Diagram:
                         r,
                         [
                             self.text(
-                                x0 + (i + 0.5) * size, y0 + size / 2, labels[i], size=label_size, color=INK
+                                x0 + (i + 0.5) * size,
+                                y0 + size / 2,
+                                labels[i],
+                                size=label_size,
+                                color=INK,
                             )
                         ],
                     )
@@ -242,7 +308,10 @@ class Diagram:
             for t in texts:
                 tb = ext(t)
                 if not (
-                    tb.x0 >= pb.x0 + 3 and tb.x1 <= pb.x1 - 3 and tb.y0 >= pb.y0 + 2 and tb.y1 <= pb.y1 - 2
+                    tb.x0 >= pb.x0 + 3
+                    and tb.x1 <= pb.x1 - 3
+                    and tb.y0 >= pb.y0 + 2
+                    and tb.y1 <= pb.y1 - 2
                 ):
                     problems.append(f"text {name(t)} does not fit its box")
         boxes = [ext(p) for p in self.solids]
@@ -276,15 +345,29 @@ class Diagram:
             samples = []
             for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
                 n = max(2, int(math.hypot(x1 - x0, y1 - y0)))
-                samples += [(x0 + (x1 - x0) * k / n, y0 + (y1 - y0) * k / n) for k in range(n + 1)]
+                samples += [
+                    (x0 + (x1 - x0) * k / n, y0 + (y1 - y0) * k / n)
+                    for k in range(n + 1)
+                ]
             for t, a in tbs:
-                if any(a.x0 - 1 <= x <= a.x1 + 1 and a.y0 - 1 <= y <= a.y1 + 1 for x, y in samples):
+                if any(
+                    a.x0 - 1 <= x <= a.x1 + 1 and a.y0 - 1 <= y <= a.y1 + 1
+                    for x, y in samples
+                ):
                     problems.append(f"a line crosses the text {name(t)}")
             for b in boxes:
-                if any(b.x0 + 2 < x < b.x1 - 2 and b.y0 + 2 < y < b.y1 - 2 for x, y in samples):
+                if any(
+                    b.x0 + 2 < x < b.x1 - 2 and b.y0 + 2 < y < b.y1 - 2
+                    for x, y in samples
+                ):
                     problems.append(f"a line runs through a box at {b.bounds}")
         for b in boxes:
-            if not (b.x0 >= fig_box.x0 and b.x1 <= fig_box.x1 and b.y0 >= fig_box.y0 and b.y1 <= fig_box.y1):
+            if not (
+                b.x0 >= fig_box.x0
+                and b.x1 <= fig_box.x1
+                and b.y0 >= fig_box.y0
+                and b.y1 <= fig_box.y1
+            ):
                 problems.append(f"a box at {b.bounds} is cut off at the edge")
         return [f"{self.name}: {p}" for p in problems]
 
@@ -295,7 +378,11 @@ class Diagram:
         for p in problems:
             print(p, file=sys.stderr)
         path = out / f"{self.name}.svg"
-        self.fig.savefig(path, format="svg", metadata={"Date": None, "Creator": None, "Title": self.title})
+        self.fig.savefig(
+            path,
+            format="svg",
+            metadata={"Date": None, "Creator": None, "Title": self.title},
+        )
         if png is not None:
             self.fig.savefig(png / f"{self.name}.png", format="png", dpi=DPI)
         return path
@@ -303,7 +390,12 @@ class Diagram:
 
 def _overlap(a: Bbox, b: Bbox, pad: float) -> bool:
     """True if the two boxes overlap by more than -pad px (pad > 0 also catches near misses)."""
-    return a.x0 < b.x1 + pad and b.x0 < a.x1 + pad and a.y0 < b.y1 + pad and b.y0 < a.y1 + pad
+    return (
+        a.x0 < b.x1 + pad
+        and b.x0 < a.x1 + pad
+        and a.y0 < b.y1 + pad
+        and b.y0 < a.y1 + pad
+    )
 
 
 # ---- the figures ---------------------------------------------------------------------------
@@ -312,16 +404,46 @@ def _overlap(a: Bbox, b: Bbox, pad: float) -> bool:
 def bpe_merge_loop() -> Diagram:
     d = Diagram("bpe_merge_loop", "The BPE training loop", 480)
     cx, w = 225, 300
-    start = d.box(cx, 40, w, 52, "text → UTF-8 bytes", "ids 0 … 255: the first 256 tokens", kind="tensor")
-    count = d.box(cx, 124, w, 52, "count every adjacent pair of ids", "over all the training text", kind="op")
+    start = d.box(
+        cx,
+        40,
+        w,
+        52,
+        "text → UTF-8 bytes",
+        "ids 0 … 255: the first 256 tokens",
+        kind="tensor",
+    )
+    count = d.box(
+        cx,
+        124,
+        w,
+        52,
+        "count every adjacent pair of ids",
+        "over all the training text",
+        kind="op",
+    )
     pick = d.box(
-        cx, 208, w, 52, "pick the most frequent pair (a, b)", "ties broken by a fixed rule", kind="op"
+        cx,
+        208,
+        w,
+        52,
+        "pick the most frequent pair (a, b)",
+        "ties broken by a fixed rule",
+        kind="op",
     )
     merge = d.box(
-        cx, 292, w, 52, "merge: each (a, b) → new id 256 + k", "record the merge; k ← k + 1", kind="param"
+        cx,
+        292,
+        w,
+        52,
+        "merge: each (a, b) → new id 256 + k",
+        "record the merge; k ← k + 1",
+        kind="param",
     )
     done = d.diamond(cx, 392, 230, 92, "vocab_size\nreached?")
-    result = d.box(580, 392, 220, 52, "merges + vocab", "id → bytes, in merge order", kind="loss")
+    result = d.box(
+        580, 392, 220, 52, "merges + vocab", "id → bytes, in merge order", kind="loss"
+    )
     d.arrow(start.bottom(), count.top())
     d.arrow(count.bottom(), pick.top())
     d.arrow(pick.bottom(), merge.top())
@@ -334,7 +456,9 @@ def bpe_merge_loop() -> Diagram:
     d.text(loop_x + 8, (pick.y + merge.y) / 2, "repeat", size=9, color=INK, ha="left")
     # one round worked by hand, on the right
     px0, px1, py0, py1 = 410, 710, 98, 318
-    d.frame(px0, py0, px1, py1, "one round, on the text “lowlower”", (px0 + 12, py0 + 16))
+    d.frame(
+        px0, py0, px1, py1, "one round, on the text “lowlower”", (px0 + 12, py0 + 16)
+    )
     mono = {"family": "DejaVu Sans Mono", "size": 9, "color": INK, "ha": "left"}
     rows = [
         ("ids", "l o w l o w e r"),
@@ -356,18 +480,46 @@ def attention_dataflow() -> Diagram:
     x = d.box(300, 34, 170, 46, "x", "(B, T, C)", kind="tensor", bold=True)
     lin = {}
     for key, cx in (("Q", 120), ("K", 300), ("V", 560)):
-        lin[key] = d.box(cx, 126, 160, 50, f"{key} = x W_{key.lower()}", "(B, T, d)", kind="param")
+        lin[key] = d.box(
+            cx, 126, 160, 50, f"{key} = x W_{key.lower()}", "(B, T, d)", kind="param"
+        )
     bus = 78
     d.arrow(x.bottom(), (x.x, bus), (lin["Q"].x, bus), lin["Q"].top())
     d.arrow((x.x, bus), lin["K"].top())
     d.arrow((x.x, bus), (lin["V"].x, bus), lin["V"].top())
     col, bw = 210, 250
-    scores = d.box(col, 226, bw, 52, "scores S = Q Kᵀ / √d", "(B, T, T): query i · key j", kind="attn")
+    scores = d.box(
+        col,
+        226,
+        bw,
+        52,
+        "scores S = Q Kᵀ / √d",
+        "(B, T, T): query i · key j",
+        kind="attn",
+    )
     d.arrow(lin["Q"].bottom(), (lin["Q"].x, 178), (scores.x - 50, 178), scores.top(-50))
     d.arrow(lin["K"].bottom(), (lin["K"].x, 178), (scores.x + 50, 178), scores.top(50))
-    mask = d.box(col, 318, bw, 52, "S + mask", "−∞ where j > i: no looking ahead", kind="attn")
-    soft = d.box(col, 410, bw, 52, "A = softmax(S, dim=−1)", "(B, T, T): each row sums to 1", kind="attn")
-    out = d.box(col, 510, bw, 52, "out = A V", "(B, T, d): a weighted sum of values", kind="tensor")
+    mask = d.box(
+        col, 318, bw, 52, "S + mask", "−∞ where j > i: no looking ahead", kind="attn"
+    )
+    soft = d.box(
+        col,
+        410,
+        bw,
+        52,
+        "A = softmax(S, dim=−1)",
+        "(B, T, T): each row sums to 1",
+        kind="attn",
+    )
+    out = d.box(
+        col,
+        510,
+        bw,
+        52,
+        "out = A V",
+        "(B, T, d): a weighted sum of values",
+        kind="tensor",
+    )
     d.arrow(scores.bottom(), mask.top())
     d.arrow(mask.bottom(), soft.top())
     d.arrow(soft.bottom(), out.top())
@@ -378,7 +530,17 @@ def attention_dataflow() -> Diagram:
     for i in range(n):
         for j in range(n):
             fc = "#a78bdb" if j <= i else "white"
-            d.ax.add_patch(Rectangle((gx0 + j * s, gy0 + i * s), s, s, fc=fc, ec="#bdbdbd", lw=0.6, zorder=2))
+            d.ax.add_patch(
+                Rectangle(
+                    (gx0 + j * s, gy0 + i * s),
+                    s,
+                    s,
+                    fc=fc,
+                    ec="#bdbdbd",
+                    lw=0.6,
+                    zorder=2,
+                )
+            )
     d.solid(gx0, gy0, gx0 + n * s, gy0 + n * s)
     d.text(gx0 + n * s / 2, gy0 - 10, "keys j →", size=8.5)
     d.text(gx0 - 6, gy0 + n * s / 2, "i", size=9, ha="right", style="italic")
@@ -393,14 +555,22 @@ def attention_dataflow() -> Diagram:
 
 
 def multihead_split_merge() -> Diagram:
-    d = Diagram("multihead_split_merge", "Multi-head attention: split into heads and merge back", 700)
+    d = Diagram(
+        "multihead_split_merge",
+        "Multi-head attention: split into heads and merge back",
+        700,
+    )
     cx, w, h = 200, 330, 52
     rows = [
         ("x", "(B, T, C)", "tensor"),
         ("c_attn: Linear(C, 3C), split in three", "q, k, v, each (B, T, C)", "param"),
         ("view(B, T, H, d)", "d = C / H channels for each head", "op"),
         ("transpose(1, 2)", "(B, H, T, d): heads become a batch dimension", "op"),
-        ("attention in every head at once", "softmax(q kᵀ / √d + mask) v → (B, H, T, d)", "attn"),
+        (
+            "attention in every head at once",
+            "softmax(q kᵀ / √d + mask) v → (B, H, T, d)",
+            "attn",
+        ),
         ("transpose(1, 2).contiguous()", "(B, T, H, d)", "op"),
         ("view(B, T, C)", "the heads side by side again", "op"),
         ("c_proj: Linear(C, C)", "mixes what the heads found: (B, T, C)", "param"),
@@ -419,9 +589,21 @@ def multihead_split_merge() -> Diagram:
     def banded(y, label):
         for i, col in enumerate(HEADS):
             d.ax.add_patch(
-                Rectangle((sx + i * band, y - T / 2), band, T, fc=col, ec="white", lw=1.2, zorder=2)
+                Rectangle(
+                    (sx + i * band, y - T / 2),
+                    band,
+                    T,
+                    fc=col,
+                    ec="white",
+                    lw=1.2,
+                    zorder=2,
+                )
             )
-        d.ax.add_patch(Rectangle((sx, y - T / 2), H * band, T, fc="none", ec=MUTED, lw=1.0, zorder=3))
+        d.ax.add_patch(
+            Rectangle(
+                (sx, y - T / 2), H * band, T, fc="none", ec=MUTED, lw=1.0, zorder=3
+            )
+        )
         d.solid(sx, y - T / 2, sx + H * band, y + T / 2)
         d.text(sx + H * band + 10, y, label, size=8.5, ha="left")
 
@@ -430,7 +612,15 @@ def multihead_split_merge() -> Diagram:
         for i, col in enumerate(HEADS):
             x0 = sx + i * (side + gap)
             d.ax.add_patch(
-                Rectangle((x0, y - T / 2), side, T, fc="white" if square else col, ec=MUTED, lw=1.0, zorder=2)
+                Rectangle(
+                    (x0, y - T / 2),
+                    side,
+                    T,
+                    fc="white" if square else col,
+                    ec=MUTED,
+                    lw=1.0,
+                    zorder=2,
+                )
             )
             if square:  # the causal weights of each head: the lower triangle
                 tri = [(x0, y - T / 2), (x0, y + T / 2), (x0 + side, y + T / 2)]
@@ -439,7 +629,13 @@ def multihead_split_merge() -> Diagram:
             d.text(x0 + side / 2, y + T / 2 + 9, f"h{i}", size=8)
         d.text(sx + H * (side + gap) - gap + 10, y, label, size=8.5, ha="left")
 
-    d.text(sx + 2, ys[1], "one batch element, H = 4:\ntime down, channels across", size=8.5, ha="left")
+    d.text(
+        sx + 2,
+        ys[1],
+        "one batch element, H = 4:\ntime down, channels across",
+        size=8.5,
+        ha="left",
+    )
     banded(ys[2], "T × C,\nC = H · d")
     split(ys[3] - 4, "H × (T × d)")
     split(ys[4] - 4, "H × (T × T)\nweights", square=True)
@@ -455,7 +651,14 @@ def transformer_block() -> Diagram:
     fork1 = 104
     ln1 = d.box(bx, 150, 200, 44, "ln_1: LayerNorm", kind="norm")
     attn = d.box(
-        bx, 228, 200, 56, "attn", "causal self-attention\nc_attn → heads → c_proj", kind="attn", sub_size=8.5
+        bx,
+        228,
+        200,
+        56,
+        "attn",
+        "causal self-attention\nc_attn → heads → c_proj",
+        kind="attn",
+        sub_size=8.5,
     )
     add1 = d.plus(sx, 294)
     fork2 = 326
@@ -485,7 +688,9 @@ def transformer_block() -> Diagram:
         d.ax.add_patch(Circle((sx, y), 3.2, fc=INK, ec=INK, zorder=4))
     d.text(sx - 14, (fork1 + add1.y) / 2, "residual\nstream", size=8.5, ha="right")
     d.text(sx - 14, (fork2 + add2.y) / 2, "residual\nstream", size=8.5, ha="right")
-    d.frame(40, 64, 470, 556, "block h[i], repeated n_layer times", (460, 80), ha="right")
+    d.frame(
+        40, 64, 470, 556, "block h[i], repeated n_layer times", (460, 80), ha="right"
+    )
     # the two lines of code, on the right
     mono = {"size": 9.5, "color": INK, "family": "DejaVu Sans Mono"}
     d.text(596, 196, "x = x + attn(ln_1(x))", **mono)
@@ -508,20 +713,47 @@ def encoder_decoder() -> Diagram:
     emb_e = d.box(ex, 540, w, 46, "embedding + positions", "(B, S, C)", kind="param")
     emb_d = d.box(dx, 540, w, 46, "embedding + positions", "(B, T, C)", kind="param")
     # the data flows upwards, as in the paper's figure
-    e_sa = d.box(ex, 440, w, 46, "self-attention", "every source token sees all", kind="attn")
+    e_sa = d.box(
+        ex, 440, w, 46, "self-attention", "every source token sees all", kind="attn"
+    )
     e_n1 = d.box(ex, 384, w, 30, "add & LayerNorm", kind="norm", size=9)
     e_ff = d.box(ex, 328, w, 46, "feed-forward", "C → 4C → C", kind="param")
     e_n2 = d.box(ex, 272, w, 30, "add & LayerNorm", kind="norm", size=9)
     memory = d.box(ex, 188, w, 46, "memory", "(B, S, C)", kind="tensor", bold=True)
-    d_sa = d.box(dx, 454, w, 46, "masked self-attention", "position i sees targets ≤ i", kind="attn")
+    d_sa = d.box(
+        dx,
+        454,
+        w,
+        46,
+        "masked self-attention",
+        "position i sees targets ≤ i",
+        kind="attn",
+    )
     d_n1 = d.box(dx, 402, w, 30, "add & LayerNorm", kind="norm", size=9)
-    d_ca = d.box(dx, 350, w, 46, "cross-attention", "q: decoder; k and v: memory", kind="attn")
+    d_ca = d.box(
+        dx, 350, w, 46, "cross-attention", "q: decoder; k and v: memory", kind="attn"
+    )
     d_n2 = d.box(dx, 298, w, 30, "add & LayerNorm", kind="norm", size=9)
     d_ff = d.box(dx, 246, w, 46, "feed-forward", "C → 4C → C", kind="param")
     d_n3 = d.box(dx, 194, w, 30, "add & LayerNorm", kind="norm", size=9)
     head = d.box(dx, 112, w, 46, "Linear(C, V) + softmax", "(B, T, V)", kind="param")
-    probs = d.box(dx, 36, w, 46, "next-token probabilities", "position i predicts target i + 1", kind="loss")
-    for a, b in [(src, emb_e), (emb_e, e_sa), (e_sa, e_n1), (e_n1, e_ff), (e_ff, e_n2), (e_n2, memory)]:
+    probs = d.box(
+        dx,
+        36,
+        w,
+        46,
+        "next-token probabilities",
+        "position i predicts target i + 1",
+        kind="loss",
+    )
+    for a, b in [
+        (src, emb_e),
+        (emb_e, e_sa),
+        (e_sa, e_n1),
+        (e_n1, e_ff),
+        (e_ff, e_n2),
+        (e_n2, memory),
+    ]:
         d.arrow(a.top(), b.bottom())
     for a, b in [
         (tgt, emb_d),
@@ -558,25 +790,64 @@ def encoder_decoder() -> Diagram:
         (dx - w / 2 - 6, d_n3.y0 - 15),
         size=8.5,
     )
-    d.text(ex, 92, "post-norm, as in the paper:\nx = LayerNorm(x + sublayer(x))", size=8.5)
+    d.text(
+        ex, 92, "post-norm, as in the paper:\nx = LayerNorm(x + sublayer(x))", size=8.5
+    )
     return d
 
 
 def gpt_end_to_end() -> Diagram:
     d = Diagram("gpt_end_to_end", "GPT from token ids to the loss", 690)
     cx, w = 290, 270
-    idx = d.box(190, 32, 190, 46, "token ids idx", "(B, T) integers < V", kind="tensor", bold=True)
-    pos = d.box(410, 32, 190, 46, "positions 0 … T−1", "(T,), T ≤ block_size", kind="tensor")
-    wte = d.box(190, 116, 190, 52, "wte: token embedding", "weight (V, C)", kind="param")
-    wpe = d.box(410, 116, 190, 52, "wpe: position embedding", "weight (block_size, C)", kind="param")
+    idx = d.box(
+        190,
+        32,
+        190,
+        46,
+        "token ids idx",
+        "(B, T) integers < V",
+        kind="tensor",
+        bold=True,
+    )
+    pos = d.box(
+        410, 32, 190, 46, "positions 0 … T−1", "(T,), T ≤ block_size", kind="tensor"
+    )
+    wte = d.box(
+        190, 116, 190, 52, "wte: token embedding", "weight (V, C)", kind="param"
+    )
+    wpe = d.box(
+        410,
+        116,
+        190,
+        52,
+        "wpe: position embedding",
+        "weight (block_size, C)",
+        kind="param",
+    )
     add = d.plus(cx, 186)
-    blocks = d.box(cx, 272, w, 56, "h[0] … h[L−1]", "L = n_layer pre-norm blocks", kind="attn")
+    blocks = d.box(
+        cx, 272, w, 56, "h[0] … h[L−1]", "L = n_layer pre-norm blocks", kind="attn"
+    )
     ln_f = d.box(cx, 352, w, 44, "ln_f: final LayerNorm", kind="norm")
     lm_head = d.box(
-        cx, 428, w, 52, "lm_head: Linear(C, V), no bias", "its weight is wte's weight", kind="param"
+        cx,
+        428,
+        w,
+        52,
+        "lm_head: Linear(C, V), no bias",
+        "its weight is wte's weight",
+        kind="param",
     )
     logits = d.box(cx, 508, w, 46, "logits", "(B, T, V)", kind="tensor", bold=True)
-    loss = d.box(cx, 600, w, 56, "cross-entropy", "mean over B · T positions → one number", kind="loss")
+    loss = d.box(
+        cx,
+        600,
+        w,
+        56,
+        "cross-entropy",
+        "mean over B · T positions → one number",
+        kind="loss",
+    )
     d.arrow(idx.bottom(), wte.top())
     d.arrow(pos.bottom(), wpe.top())
     d.arrow(wte.bottom(), (wte.x, add.y), add.left())
@@ -589,8 +860,23 @@ def gpt_end_to_end() -> Diagram:
     d.text(cx + 12, 222, "x = wte[idx] + wpe[pos]: (B, T, C)", size=8.5, ha="left")
     # weight tying: one matrix, used twice
     tx, tie = 70, PALETTE["param"][1]
-    d.arrow(wte.left(), (tx, wte.y), (tx, lm_head.y), lm_head.left(), color=tie, ls=(0, (4, 3)), head=False)
-    d.text(tx + 8, (blocks.y + ln_f.y) / 2, "tied:\nthe same\n(V, C)\nmatrix", size=8.5, color=tie, ha="left")
+    d.arrow(
+        wte.left(),
+        (tx, wte.y),
+        (tx, lm_head.y),
+        lm_head.left(),
+        color=tie,
+        ls=(0, (4, 3)),
+        head=False,
+    )
+    d.text(
+        tx + 8,
+        (blocks.y + ln_f.y) / 2,
+        "tied:\nthe same\n(V, C)\nmatrix",
+        size=8.5,
+        color=tie,
+        ha="left",
+    )
     # targets: the ids shifted by one
     px0, px1 = 470, 712
     d.frame(px0, 466, px1, 676, "targets: the next token", (px0 + 12, 482))
@@ -608,7 +894,9 @@ def gpt_end_to_end() -> Diagram:
 
 
 def kv_cache() -> Diagram:
-    d = Diagram("kv_cache", "Sampling with a KV cache: prefill, then one token per step", 570)
+    d = Diagram(
+        "kv_cache", "Sampling with a KV cache: prefill, then one token per step", 570
+    )
     tok, kcol, vcol, new = PALETTE["tensor"][0], "#dcd1f3", "#f8ddc0", "#b59ce8"
     cell = 34
     # 1. prefill
@@ -624,7 +912,15 @@ def kv_cache() -> Diagram:
     y1 = 84  # the middle of the K and V rows
     prompt = d.cells(24, y1 - cell / 2, 4, cell, tok, labels=["t0", "t1", "t2", "t3"])
     d.text(prompt.x, prompt.y1 + 12, "the prompt, (B, 4)", size=8.5)
-    fwd = d.box(270, y1, 170, 76, "forward pass", "all 4 positions:\nq, k, v each (B, 4, C)", kind="attn")
+    fwd = d.box(
+        270,
+        y1,
+        170,
+        76,
+        "forward pass",
+        "all 4 positions:\nq, k, v each (B, 4, C)",
+        kind="attn",
+    )
     d.arrow(prompt.right(), fwd.left())
     k1 = d.cells(420, y1 - 2 - cell, 4, cell, kcol, labels=["k0", "k1", "k2", "k3"])
     v1 = d.cells(420, y1 + 2, 4, cell, vcol, labels=["v0", "v1", "v2", "v3"])
@@ -634,7 +930,9 @@ def kv_cache() -> Diagram:
     d.text(v1.x1 + 10, v1.y, "V", size=9, color=INK, ha="left")
     d.text(k1.x, k1.y0 - 12, "the cache, one per layer", size=8.5)
     d.text(650, y1, "each\n(B, H, T, d)", size=8.5)
-    out1 = d.box(270, 180, 220, 44, "logits of the last position", "sample t4", kind="loss")
+    out1 = d.box(
+        270, 180, 220, 44, "logits of the last position", "sample t4", kind="loss"
+    )
     d.arrow(fwd.bottom(), out1.top())
     # 2. decode steps
     top2 = 232
@@ -653,20 +951,44 @@ def kv_cache() -> Diagram:
     d.text(t4.x, t4.y1 + 12, "(B, 1)", size=8.5)
     qkv = d.box(220, y2, 180, 76, "one position", "q, k, v each (B, 1, C)", kind="attn")
     d.arrow(t4.right(), qkv.left())
-    k2 = d.cells(420, y2 - 2 - cell, 5, cell, kcol, labels=["k0", "k1", "k2", "k3", "k4"], highlight=new)
-    v2 = d.cells(420, y2 + 2, 5, cell, vcol, labels=["v0", "v1", "v2", "v3", "v4"], highlight=new)
+    k2 = d.cells(
+        420,
+        y2 - 2 - cell,
+        5,
+        cell,
+        kcol,
+        labels=["k0", "k1", "k2", "k3", "k4"],
+        highlight=new,
+    )
+    v2 = d.cells(
+        420, y2 + 2, 5, cell, vcol, labels=["v0", "v1", "v2", "v3", "v4"], highlight=new
+    )
     d.arrow(qkv.right(k2.y - y2), k2.left())
     d.arrow(qkv.right(v2.y - y2), v2.left())
     d.text(k2.x1 + 10, k2.y, "K", size=9, color=INK, ha="left")
     d.text(v2.x1 + 10, v2.y, "V", size=9, color=INK, ha="left")
     d.text(k2.x1 - cell / 2, k2.y0 - 12, "k4, v4 appended", size=8.5)
     att = d.box(
-        500, 450, 300, 56, "attention: q · k0 … k4 → softmax", "weights (B, H, 1, 5) mix v0 … v4", kind="attn"
+        500,
+        450,
+        300,
+        56,
+        "attention: q · k0 … k4 → softmax",
+        "weights (B, H, 1, 5) mix v0 … v4",
+        kind="attn",
     )
     d.arrow(v2.bottom(), (v2.x, att.y0))
     d.arrow(qkv.bottom(), (qkv.x, att.y), att.left())
     d.text(qkv.x + 6, (qkv.y1 + att.y) / 2, "q", size=9, color=INK, ha="left")
-    out2 = d.box(500, 530, 300, 46, "logits (B, 1, V)", "sample t5, then repeat with t5", kind="loss")
+    out2 = d.box(
+        500,
+        530,
+        300,
+        46,
+        "logits (B, 1, V)",
+        "sample t5, then repeat with t5",
+        kind="loss",
+    )
     d.arrow(att.bottom(), out2.top())
     d.text(
         170,
@@ -680,13 +1002,41 @@ def kv_cache() -> Diagram:
 def training_step() -> Diagram:
     d = Diagram("training_step", "One optimiser step of the training loop", 720)
     cx, w = 260, 300
-    sampler = d.box(cx, 34, w, 46, "sampler", "seeded; its state is checkpointed", kind="op")
-    batch = d.box(cx, 118, w, 50, "micro-batch x, y", "(B, T) each; y = x shifted by one", kind="tensor")
-    fwd = d.box(cx, 198, w, 50, "forward under autocast", "bf16 or fp16 matmuls, fp32 weights", kind="param")
+    sampler = d.box(
+        cx, 34, w, 46, "sampler", "seeded; its state is checkpointed", kind="op"
+    )
+    batch = d.box(
+        cx,
+        118,
+        w,
+        50,
+        "micro-batch x, y",
+        "(B, T) each; y = x shifted by one",
+        kind="tensor",
+    )
+    fwd = d.box(
+        cx,
+        198,
+        w,
+        50,
+        "forward under autocast",
+        "bf16 or fp16 matmuls, fp32 weights",
+        kind="param",
+    )
     loss = d.box(cx, 276, w, 46, "loss / grad_accum", kind="loss")
     bwd = d.box(cx, 348, w, 46, "backward()", "gradients add up in .grad", kind="op")
-    clip = d.box(cx, 452, w, 46, "clip_grad_norm_(grad_clip)", "rescale if the norm is above it", kind="op")
-    step = d.box(cx, 530, w, 50, "AdamW step", "lr for this step from the schedule", kind="param")
+    clip = d.box(
+        cx,
+        452,
+        w,
+        46,
+        "clip_grad_norm_(grad_clip)",
+        "rescale if the norm is above it",
+        kind="op",
+    )
+    step = d.box(
+        cx, 530, w, 50, "AdamW step", "lr for this step from the schedule", kind="param"
+    )
     zero = d.box(cx, 604, w, 40, "zero_grad()", kind="op")
     ckpt = d.box(
         cx,
@@ -723,7 +1073,9 @@ def training_step() -> Diagram:
     ox = 30
     d.arrow(ckpt.left(), (ox, ckpt.y), (ox, sampler.y), sampler.left())
     d.text(ox + 6, 420, "next\nstep", size=9, color=INK, ha="left")
-    d.text(580, 250, "one optimiser step\nlearns from\nB · T · grad_accum tokens", size=9)
+    d.text(
+        580, 250, "one optimiser step\nlearns from\nB · T · grad_accum tokens", size=9
+    )
     # the learning-rate schedule: linear warmup, then cosine decay to min_lr
     gx0, gx1, gy0, gy1 = 470, 700, 460, 596
     d.arrow((gx0, gy1), (gx1, gy1), color=MUTED, lw=1.0)
@@ -735,7 +1087,8 @@ def training_step() -> Diagram:
         v = (
             lr * u / warm
             if u < warm
-            else min_lr + 0.5 * (1 + math.cos(math.pi * (u - warm) / (1 - warm))) * (lr - min_lr)
+            else min_lr
+            + 0.5 * (1 + math.cos(math.pi * (u - warm) / (1 - warm))) * (lr - min_lr)
         )
         xs.append(gx0 + 4 + u * (gx1 - gx0 - 14))
         ys.append(gy1 - 4 - v * (gy1 - gy0 - 24))
@@ -758,10 +1111,20 @@ FIGURES = [
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--out", type=Path, default=HERE, help="folder for the SVG files (default: book/figures)"
+        "--out",
+        type=Path,
+        default=HERE,
+        help="folder for the SVG files (default: book/figures)",
     )
-    parser.add_argument("--png", type=Path, default=None, help="also write PNG previews into this folder")
-    parser.add_argument("--draft", action="store_true", help="report layout problems but save anyway")
+    parser.add_argument(
+        "--png",
+        type=Path,
+        default=None,
+        help="also write PNG previews into this folder",
+    )
+    parser.add_argument(
+        "--draft", action="store_true", help="report layout problems but save anyway"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.png:
