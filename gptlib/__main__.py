@@ -5,6 +5,7 @@ __all__ = ["COMMANDS", "USAGE", "main"]
 
 # %% ../notebooks/07_playground.ipynb #e32c3396
 import importlib
+import importlib.metadata
 import sys
 
 from .common import first_line, short_repr
@@ -32,17 +33,22 @@ COMMANDS = {
         "sample_command",
         "sample [--checkpoint DIR] [options]         generate text",
     ),
+    "configs": (
+        "gptlib.commands",
+        "configs_command",
+        "configs [show NAME]                         the configs that ship with gptlib",
+    ),
 }
 USAGE = "\n".join(
     ["usage: gptlib COMMAND [options]", ""]
     + [f"  gptlib {synopsis}" for _, _, synopsis in COMMANDS.values()]
-    + ["", "`gptlib COMMAND -h` lists the options of a command."]
+    + ["", "`gptlib COMMAND -h` lists the options of a command; `gptlib --version`."]
 )
 
 
 def main(argv: list[str] | None = None) -> int:
     """The `gptlib` command: `gptlib COMMAND [options]`, COMMAND one of prepare, train,
-    eval and sample; returns the exit status (section 7.7). It reads only the command's
+    eval, sample and configs; returns the exit status (section 7.7). It reads only the command's
     name and hands the rest to the command, which parses its own options.
 
     >>> main(["--help"])  # doctest: +ELLIPSIS
@@ -54,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"gptlib {importlib.metadata.version('gptlib')}")
+        return 0
     command, args = argv[0], argv[1:]
     if command not in COMMANDS:
         print(

@@ -13,6 +13,8 @@ __all__ = [
     "build_gpt_config",
     "config_from_dict",
     "apply_overrides",
+    "config_names",
+    "find_config",
     "load_config",
     "config_to_yaml",
 ]
@@ -29,7 +31,7 @@ import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from .common import first_line, short_repr
+from .common import first_line, gptlib_home, short_repr
 from .device import DTYPES
 from .model import PRESETS, GPTConfig, preset
 
@@ -259,14 +261,45 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
     return raw
 
 
+def config_names() -> list[str]:
+    """The names of the configs that ship with gptlib (section 5.3).
+
+    >>> "story" in config_names()
+    True
+    """
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def find_config(name_or_path) -> Path:
+    """The YAML file of `name_or_path`: a file, or the name of a shipped config
+    (section 5.3)."""
+    path = Path(name_or_path)
+    allowed = f"a YAML file or one of the shipped configs: {', '.join(config_names())}"
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder: use {allowed}")
+    if str(name_or_path) in config_names():
+        return CONFIGS_DIR / f"{name_or_path}.yaml"
+    raise ConfigError(f"config {path} does not exist: use {allowed}")
+
+
+def _home_relative(raw: dict) -> dict:
+    """A shipped config's relative run and data folders, placed in gptlib_home()."""
+    for section, key in (("training", "out_dir"), ("data", "dir")):
+        value = (raw.get(section) or {}).get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            raw[section][key] = str(gptlib_home() / value)
+    return raw
+
+
 def load_config(path=None, overrides: Iterable[str] = ()) -> TrainConfig:
-    """A `TrainConfig` from a YAML file (None: the defaults) and `section.key=value`
-    overrides (section 5.3)."""
+    """A `TrainConfig` from a YAML file or a shipped config's name (None: the defaults)
+    and `section.key=value` overrides (section 5.3)."""
     raw, source = {}, "config"
     if path is not None:
-        path, source = Path(path), str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+        path = find_config(path)
+        source = str(path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, ValueError) as e:
@@ -278,6 +311,8 @@ def load_config(path=None, overrides: Iterable[str] = ()) -> TrainConfig:
         raise ConfigError(
             f"{source}: a config must be a mapping of sections, not {type(raw).__name__}"
         )
+    if path is not None and path.parent == CONFIGS_DIR and raw:
+        raw = _home_relative(raw)
     return config_from_dict(apply_overrides(raw, overrides), source)
 
 

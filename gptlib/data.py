@@ -19,6 +19,7 @@ __all__ = [
 ]
 
 # %% ../notebooks/00_data.ipynb #487d4b3d
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -27,7 +28,7 @@ from pathlib import Path
 import datasets
 from datasets.fingerprint import Hasher
 
-from .common import checkout_root, unreachable
+from .common import checkout_root, gptlib_home, unreachable
 from .stories import generate_stories, words
 
 # %% ../notebooks/00_data.ipynb #033513e2
@@ -119,6 +120,24 @@ HUB_SOURCES = {  # name: (repository, what to use offline)
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
 
+@contextlib.contextmanager
+def _quiet_datasets():
+    """`datasets` without its progress bars: our own bar is the one a user sees."""
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
+def _local_cache() -> str:
+    """Where `datasets` keeps its Arrow copies of local files: in gptlib_home(), not in
+    the user's Hugging Face cache (downloads from the hub still go there)."""
+    return str(gptlib_home() / "data_cache" / "datasets")
+
+
 def _text_file_dataset(path: Path, text_split: str) -> datasets.Dataset:
     if text_split == "auto":
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -129,9 +148,8 @@ def _text_file_dataset(path: Path, text_split: str) -> datasets.Dataset:
             for text in split_documents(f, mode):
                 yield {"text": text}
 
-    stat = (
-        path.stat()
-    )  # the cache is rebuilt when the file or the splitting code changes
+    # the cache is rebuilt when the file or the splitting code changes
+    stat = path.stat()
     key = (
         str(path.resolve()),
         stat.st_size,
@@ -143,6 +161,7 @@ def _text_file_dataset(path: Path, text_split: str) -> datasets.Dataset:
         documents,
         gen_kwargs={"path": str(path), "mode": text_split},
         fingerprint=Hasher.hash(key),
+        cache_dir=_local_cache(),
     )
 
 
@@ -232,13 +251,18 @@ def load_corpus(
             raise DataSourceError(
                 f"split {split!r}: a local file is a single split, 'train'"
             )
-        if path.suffix == ".txt":
-            ds = _text_file_dataset(path, text_split)
-        else:
-            builder = "parquet" if path.suffix == ".parquet" else "json"
-            ds = datasets.load_dataset(
-                builder, data_files=str(path), split="train", streaming=streaming
-            )
+        with _quiet_datasets():
+            if path.suffix == ".txt":
+                ds = _text_file_dataset(path, text_split)
+            else:
+                builder = "parquet" if path.suffix == ".parquet" else "json"
+                ds = datasets.load_dataset(
+                    builder,
+                    data_files=str(path),
+                    split="train",
+                    streaming=streaming,
+                    cache_dir=_local_cache(),
+                )
     if text_field != "text":
         ds = ds.rename_column(text_field, "text")
     if sets is not None:

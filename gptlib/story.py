@@ -35,11 +35,11 @@ def story_model_dir() -> Path:
     return gptlib_home() / "checkpoints" / "story-gpt"
 
 
-def story_config(path=None) -> TrainConfig:
-    """The story recipe `STORY_RECIPE`, with its run and data folders inside `path`
-    (default: `story_model_dir()`) (section 5.12)."""
+def story_config(path=None, overrides=()) -> TrainConfig:
+    """The story recipe `STORY_RECIPE` with `overrides`, its run and data folders inside
+    `path` (default: `story_model_dir()`) (section 5.12)."""
     path = Path(path) if path is not None else story_model_dir()
-    cfg = load_config(STORY_RECIPE)
+    cfg = load_config(STORY_RECIPE, overrides)
     cfg.training.out_dir, cfg.data.dir = str(path / "run"), str(path / "data")
     return cfg
 
@@ -62,10 +62,10 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _train_story(path: Path, fresh: bool, progress: bool):
+def _train_story(path: Path, fresh: bool, progress: bool, overrides=()):
     from gptlib.train import train  # the trainer, imported only to train
 
-    cfg = story_config(path)
+    cfg = story_config(path, overrides)
     cfg.training.progress = progress
     run = Path(cfg.training.out_dir)
     if fresh:
@@ -76,12 +76,12 @@ def _train_story(path: Path, fresh: bool, progress: bool):
     return trainer
 
 
-def train_story_model(path=None, *, progress: bool = True):
+def train_story_model(path=None, *, progress: bool = True, overrides=()):
     """Train the story model afresh with `STORY_RECIPE` and publish it in `path`
     (default: `story_model_dir()`); returns the trainer (section 5.12)."""
     path = Path(path) if path is not None else story_model_dir()
     with _locked(path.parent / f".{path.name}.lock"):
-        return _train_story(path, fresh=True, progress=progress)
+        return _train_story(path, fresh=True, progress=progress, overrides=overrides)
 
 
 def story_model(path=None, train_if_missing: bool = True) -> tuple[GPT, BPETokenizer]:
@@ -92,8 +92,8 @@ def story_model(path=None, train_if_missing: bool = True) -> tuple[GPT, BPEToken
     if missing():
         if not train_if_missing:
             raise CheckpointError(
-                f"no story model in {path}: run notebooks/05_training.ipynb or "
-                "story_model()"
+                f"no story model in {path}: train it with `gptlib train story` "
+                "(a few minutes on two CPU cores)"
             )
         with _locked(path.parent / f".{path.name}.lock"):
             if missing():  # not trained by another process while we waited

@@ -24,8 +24,8 @@ def test_an_unknown_command_is_one_line_and_status_2(capsys):
     assert main(["fly", "--high"]) == 2
     err = capsys.readouterr().err
     assert err == (
-        "gptlib: unknown command 'fly': use one of prepare, train, eval, sample "
-        "(gptlib --help)\n"
+        "gptlib: unknown command 'fly': use one of prepare, train, eval, sample, "
+        "configs (gptlib --help)\n"
     )
     assert main(["x" * 500]) == 2 and len(capsys.readouterr().err) < 200  # bounded
 

@@ -613,7 +613,9 @@ def test_sample_command_without_a_story_model_says_how_to_get_one(
     assert sample_command(["--prompt", "Hi"]) == 1
     err = capsys.readouterr().err
     assert (
-        "no story model in" in err and "story_model()" in err and err.count("\n") == 1
+        "no story model in" in err
+        and "gptlib train story" in err
+        and err.count("\n") == 1
     )
     with pytest.raises(ValueError, match="no story model"):
         load_sampling_model()  # it never trains one itself

@@ -359,8 +359,37 @@ def test_example_configs_are_valid_and_ship_inside_the_package():
     assert (
         STORY_RECIPE == CONFIGS_DIR / "story.yaml" and not (ROOT / "configs").exists()
     )
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'gptlib = ["configs/*.yaml"]' in pyproject
+    # (tests/test_install.py checks that the wheel carries them)
+
+
+def test_shipped_configs_load_by_name_and_run_under_gptlib_home(monkeypatch, tmp_path):
+    from gptlib.config import config_names, find_config
+
+    assert config_names() == ["gpt2-124m-slimpajama", "story", "tinystories-33m"]
+    assert find_config("tinystories-33m") == CONFIGS_DIR / "tinystories-33m.yaml"
+    monkeypatch.setenv("GPTLIB_HOME", str(tmp_path))
+    cfg = load_config("story", ["training.max_steps=7"])
+    assert cfg.training.max_steps == 7
+    assert Path(cfg.training.out_dir).is_relative_to(tmp_path)  # not the current folder
+    assert Path(cfg.data.dir).is_relative_to(tmp_path)
+    with pytest.raises(ConfigError, match="is a folder: use a YAML file or one of"):
+        load_config(tmp_path)
+
+
+def test_configs_command(capsys):
+    from gptlib.commands import configs_command
+
+    assert configs_command([]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == [
+        "gpt2-124m-slimpajama",
+        "story",
+        "tinystories-33m",
+    ]
+    assert configs_command(["show", "story"]) == 0
+    assert capsys.readouterr().out == STORY_RECIPE.read_text()
+    assert configs_command(["show", "nope"]) == 1
+    assert "config nope does not exist" in capsys.readouterr().err
 
 
 def test_story_recipe():
@@ -774,9 +803,9 @@ def test_story_model_dir_is_in_the_project(monkeypatch):
 def test_commands_usage_and_errors(capsys, tmp_path):
     assert train_command([str(tmp_path / "none.yaml")]) == 1
     missing = tmp_path / "none.yaml"
-    assert (
-        capsys.readouterr().err
-        == f"gptlib train: error: config file {missing} does not exist\n"
+    assert capsys.readouterr().err == (
+        f"gptlib train: error: config {missing} does not exist: use a YAML file or one"
+        " of the shipped configs: gpt2-124m-slimpajama, story, tinystories-33m\n"
     )
     assert train_command([]) == 1 and "needs a CONFIG file" in capsys.readouterr().err
     assert (
