@@ -22,7 +22,7 @@ import tiktoken.load
 
 from .bpe import GPT2_PATTERN, TokenizerError, read_tiktoken_ranks
 from .bpe import read_tokenizer_text
-from .common import short_repr, unreachable
+from .common import gptlib_home, short_repr, unreachable
 from .data import EOT, shared_data_dir
 from .tokenizer import BPETokenizer
 
@@ -139,14 +139,18 @@ def _gpt2_from_path(path: Path) -> tuple[dict[bytes, int], dict]:
     return read_gpt2_encoder(encoder, merges)
 
 
-def _tiktoken_cache_has(url: str) -> bool:
-    """Whether tiktoken's cache ($TIKTOKEN_CACHE_DIR, $DATA_GYM_CACHE_DIR or
-    <tmp>/data-gym-cache) holds `url`."""
-    folder = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get(
+def _tiktoken_cache() -> str:
+    """Where tiktoken keeps GPT-2's ranks: $TIKTOKEN_CACHE_DIR or $DATA_GYM_CACHE_DIR
+    when the user chose one, else downloads/tiktoken in gptlib_home() (section 0.3)."""
+    chosen = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get(
         "DATA_GYM_CACHE_DIR"
     )
-    folder = folder or os.path.join(tempfile.gettempdir(), "data-gym-cache")
-    return os.path.isfile(os.path.join(folder, hashlib.sha1(url.encode()).hexdigest()))
+    return chosen or str(gptlib_home() / "downloads" / "tiktoken")
+
+
+def _tiktoken_cache_has(url: str) -> bool:
+    name = hashlib.sha1(url.encode()).hexdigest()  # tiktoken's file name for `url`
+    return os.path.isfile(os.path.join(_tiktoken_cache(), name))
 
 
 def _gpt2_from_tiktoken() -> dict[bytes, int]:
@@ -162,6 +166,11 @@ def _gpt2_from_tiktoken() -> dict[bytes, int]:
             f"GPT-2's tokenizer is not in tiktoken's cache and cannot be reached at "
             f"{problem}; {options}"
         )
+    cache = _tiktoken_cache()
+    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = (
+        cache  # tiktoken reads its cache folder from here
+    )
     try:
         return tiktoken.load.load_tiktoken_bpe(
             GPT2_TIKTOKEN_URL, expected_hash=GPT2_TIKTOKEN_SHA256
@@ -170,6 +179,11 @@ def _gpt2_from_tiktoken() -> dict[bytes, int]:
         raise TokenizerError(
             f"tiktoken could not load GPT-2's tokenizer ({type(e).__name__}); {options}"
         ) from None
+    finally:
+        if saved is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = saved
 
 
 def load_gpt2_tokenizer(path: str | os.PathLike | None = None) -> BPETokenizer:

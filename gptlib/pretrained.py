@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from .common import first_line, short_repr, write_atomically
+from .common import first_line, gptlib_home, short_repr, write_atomically
 from .model import GPT, GPTConfig
 
 # %% ../notebooks/04_gpt.ipynb #c2a789ac
@@ -191,10 +191,15 @@ def config_from_hf(hf_config) -> GPTConfig:
     return GPTConfig(*shape)  # vocab_size, block_size, n_layer, n_head, n_embd
 
 
+def _hub_downloads() -> Path:
+    """Where gptlib downloads GPT-2's weights: downloads/huggingface in gptlib_home()."""
+    return gptlib_home() / "downloads" / "huggingface"
+
+
 def local_gpt2(name: str = "gpt2") -> Path | None:
     """A local copy of the GPT-2 checkpoint `name` ("gpt2", "gpt2-medium", ...): the
-    directory in $GPTLIB_GPT2_DIR (for "gpt2"), else the Hugging Face cache; None when
-    there is none (section 4.10)."""
+    directory in $GPTLIB_GPT2_DIR (for "gpt2"), else gptlib's downloads, else the
+    Hugging Face cache; None when there is none (section 4.10)."""
     env = os.environ.get(GPT2_DIR_ENV)
     if name == "gpt2" and env and Path(env).is_dir():
         return Path(env)
@@ -202,15 +207,20 @@ def local_gpt2(name: str = "gpt2") -> Path | None:
         from huggingface_hub import snapshot_download
     except ImportError:
         return None
-    for repo in (name, f"openai-community/{name}"):
-        try:
-            snapshot = Path(snapshot_download(repo, local_files_only=True))
-        except Exception:  # not in the cache (the error types vary across versions)
-            continue
-        weights = ("model.safetensors", "pytorch_model.bin")
-        has_weights = any((snapshot / w).is_file() for w in weights)
-        if (snapshot / "config.json").is_file() and has_weights:
-            return snapshot
+    for cache in (_hub_downloads(), None):  # None: the Hugging Face cache
+        for repo in (name, f"openai-community/{name}"):
+            try:
+                found = snapshot_download(repo, local_files_only=True, cache_dir=cache)
+            except Exception:  # not in this cache (the error types vary by version)
+                continue
+            snapshot = Path(found)
+            weights = (
+                WEIGHTS_FILE,
+                "pytorch_model.bin",
+            )  # the names transformers saves
+            has_weights = any((snapshot / w).is_file() for w in weights)
+            if (snapshot / "config.json").is_file() and has_weights:
+                return snapshot
     return None
 
 
@@ -243,9 +253,10 @@ def load_hf_gpt2(name_or_path: str | os.PathLike):
             f"or set ${GPT2_DIR_ENV}",
         )
     try:
-        return transformers.GPT2LMHeadModel.from_pretrained(
-            text if path is None else path
-        )
+        if path is not None:
+            return transformers.GPT2LMHeadModel.from_pretrained(path)
+        downloads = _hub_downloads()  # a download goes to gptlib_home(), not elsewhere
+        return transformers.GPT2LMHeadModel.from_pretrained(text, cache_dir=downloads)
     except OSError as e:
         raise ValueError(
             f"cannot load GPT-2 {short_repr(text)}: {first_line(e)}"

@@ -1,6 +1,7 @@
 """Chapter 1: byte-level BPE. Round trips, exactness against tiktoken, fast trainer == naive trainer."""
 
 import hashlib
+import os
 import pickle
 import random
 import shutil
@@ -680,3 +681,24 @@ def test_compression_and_token_display(tok, stories):
     assert "<upon>" not in html and "&lt;" in html and "&gt;" in html
     assert html.count("<span") == len(tok.encode("Once <upon> a time"))
     assert "tokens</p>" in html
+
+
+def test_gpt2_download_goes_to_gptlib_home(monkeypatch, tmp_path):
+    """Without a cache folder of the user's, tiktoken downloads GPT-2's ranks into
+    gptlib_home()/downloads/tiktoken, and the environment is left as it was."""
+    import tiktoken.load
+
+    from gptlib import gpt2_tokenizer
+
+    monkeypatch.setenv("GPTLIB_HOME", str(tmp_path))
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    monkeypatch.delenv("DATA_GYM_CACHE_DIR", raising=False)
+    monkeypatch.setattr(gpt2_tokenizer, "unreachable", lambda url: None)  # "online"
+    seen = []
+    fake = lambda url, expected_hash: (
+        seen.append(os.environ["TIKTOKEN_CACHE_DIR"]) or {b"a": 0}
+    )
+    monkeypatch.setattr(tiktoken.load, "load_tiktoken_bpe", fake)
+    assert gpt2_tokenizer._gpt2_from_tiktoken() == {b"a": 0}
+    assert seen == [str(tmp_path / "downloads" / "tiktoken")]
+    assert "TIKTOKEN_CACHE_DIR" not in os.environ
