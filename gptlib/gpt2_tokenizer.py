@@ -15,7 +15,6 @@ __all__ = [
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import tiktoken.load
