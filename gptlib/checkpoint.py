@@ -3,10 +3,13 @@
 # %% auto #0
 __all__ = [
     "CHECKPOINT_FILE",
+    "LOCK_FILE",
     "save_checkpoint",
     "load_checkpoint",
     "get_rng_state",
     "set_rng_state",
+    "RunLockedError",
+    "RunLock",
     "load_model",
 ]
 
@@ -108,6 +111,60 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# %% ../notebooks/05_training.ipynb #98c645a3
+LOCK_FILE = ".lock"  # in a run's out_dir: the PID of the run writing there
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is training in this out_dir (section 5.6)."""
+
+
+def _lock(file, wait: bool) -> None:
+    """Take the OS's exclusive lock on the open `file`: waiting for it, or now or never
+    (OSError)."""
+    if os.name == "nt":
+        import msvcrt
+
+        msvcrt.locking(file.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+
+
+class RunLock:
+    """An exclusive lock on the folder `folder` until `release()` (or the end of a `with`
+    block, or of the process). If another process holds it: a RunLockedError naming its
+    PID, or with `wait`, wait for it (section 5.6)."""
+
+    def __init__(self, folder, *, wait: bool = False):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.folder / LOCK_FILE, "a+", encoding="utf-8")
+        try:
+            _lock(self._file, wait)
+        except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise RunLockedError(
+                f"{self.folder} is in use by another run (PID {holder}): wait for it or "
+                "stop it, or use another training.out_dir"
+            ) from None
+        self._file.truncate(0)
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        self._file.close()  # closing the file releases the lock
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 # %% ../notebooks/05_training.ipynb #5f2e4e1a

@@ -7,7 +7,7 @@ __all__ = ["prepare_command", "train_command", "eval_command", "configs_command"
 import argparse
 import sys
 
-from .common import first_line
+from .common import first_line, positive_int
 from .config import CONFIGS_DIR, config_names, find_config, load_config
 from .device import DTYPES
 from .evaluate import evaluate_model
@@ -138,8 +138,8 @@ def eval_command(argv) -> int:
         "--text",
         help="a .txt, .jsonl or .parquet file, tokenized with the model's tokenizer",
     )
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-batches", type=int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--max-batches", type=positive_int, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
     a = _parse(p, argv)

@@ -6,6 +6,7 @@ __all__ = [
     "short_repr",
     "first_line",
     "check_int",
+    "positive_int",
     "check_float",
     "unreachable",
     "write_atomically",
@@ -15,6 +16,7 @@ __all__ = [
 ]
 
 # %% ../notebooks/00_data.ipynb #562863e5
+import argparse
 import contextlib
 import importlib.util
 import math
@@ -87,6 +89,26 @@ def check_int(name, value, low=None, high=None, *, allow_none=False, error=Value
     return value
 
 
+def positive_int(text: str) -> int:
+    """An argparse `type`: the integer `text` if it is >= 1; otherwise argparse's one-line
+    usage error names the value (section 0.3).
+
+    >>> positive_int("8")
+    8
+    >>> positive_int("-4")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: '-4' is not an integer >= 1
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{short_repr(text)} is not an integer >= 1")
+    return value
+
+
 def check_float(name, value, allowed: str, ok=lambda v: True, *, error=ValueError):
     """`value` as a float if it is a finite number (not a bool) for which `ok(value)` holds;
     otherwise `error` naming `name`, the value and `allowed` (section 0.3).
@@ -138,7 +160,14 @@ def write_atomically(path: str | os.PathLike, write) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        # the mode of a file made by open(): some writers (safetensors) make theirs 0600
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a read-only folder: say which file
+        reason = e.strerror or first_line(e)
+        raise OSError(e.errno, f"cannot write {path}: {reason}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

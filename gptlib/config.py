@@ -5,6 +5,7 @@ __all__ = [
     "ModelSection",
     "CONFIGS_DIR",
     "RUN_CONFIG_FILE",
+    "MAX_CONFIG_BYTES",
     "TrainingSection",
     "DataSection",
     "GenerationSection",
@@ -157,6 +158,28 @@ class ConfigError(ValueError):
     (section 5.3)."""
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of settings; this is a thousand pages
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML without aliases (`*name`): a config has no use for them, and a few lines
+    of nested aliases ("billion laughs") stand for a value of billions of items."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "aliases (*name) are not allowed",
+                self.peek_event().start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def _parse_yaml(text: str):
+    return yaml.load(text, Loader=_ConfigLoader)
+
+
 def _describe(error: dict, source: str) -> str:
     key = ".".join(str(p) for p in error["loc"])
     if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
@@ -203,6 +226,20 @@ def build_gpt_config(
 def _check_config(cfg: TrainConfig, source: str) -> None:
     """What types alone cannot say."""
     build_gpt_config(cfg.model, tokenizer_vocab=1, source=source)  # GPTConfig's checks
+    m = cfg.model
+    if m.init_from is not None:  # the model comes whole from its folder
+        shape = ["preset", *(f.name for f in dataclasses.fields(GPTConfig))]
+        if given := [name for name in shape if getattr(m, name) is not None]:
+            raise ConfigError(
+                f"{source}: model.{given[0]}={short_repr(getattr(m, given[0]))} cannot "
+                f"apply with model.init_from: the model comes whole from "
+                f"{short_repr(m.init_from)}; remove model.{given[0]}"
+            )
+        if m.vocab_multiple != 1:
+            raise ConfigError(
+                f"{source}: model.vocab_multiple={m.vocab_multiple} cannot apply with "
+                "model.init_from; remove it"
+            )
     t = cfg.training
     if t.min_lr > t.lr:
         raise ConfigError(
@@ -255,7 +292,7 @@ def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:
                     f"override {short_repr(item)}: {short_repr(part)} is not a section"
                 )
         try:
-            node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+            node[parts[-1]] = _parse_yaml(value) if value.strip() else None
         except (yaml.YAMLError, ValueError):  # ValueError: e.g. an int of 5,000 digits
             node[parts[-1]] = value  # not YAML: keep the text, validation decides
     return raw
@@ -300,8 +337,12 @@ def load_config(path=None, overrides: Iterable[str] = ()) -> TrainConfig:
     if path is not None:
         path = find_config(path)
         source = str(path)
+        if (size := path.stat().st_size) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{source} is {size:,} bytes: a config is at most {MAX_CONFIG_BYTES:,}"
+            )
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = _parse_yaml(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, ValueError) as e:
             where = getattr(e, "problem_mark", None)
             line = f" at line {where.line + 1}" if where else ""
@@ -310,6 +351,11 @@ def load_config(path=None, overrides: Iterable[str] = ()) -> TrainConfig:
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(
             f"{source}: a config must be a mapping of sections, not {type(raw).__name__}"
+        )
+    if path is not None and not raw:  # not a silent GPT-2 124M in runs/gpt
+        raise ConfigError(
+            f"{source} is empty: a config sets at least its model, training and data "
+            "sections (`gptlib configs show story` prints one to start from)"
         )
     if path is not None and path.parent == CONFIGS_DIR and raw:
         raw = _home_relative(raw)

@@ -20,6 +20,7 @@ __all__ = [
 
 # %% ../notebooks/00_data.ipynb #487d4b3d
 import contextlib
+import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,8 @@ from pathlib import Path
 import datasets
 from datasets.fingerprint import Hasher
 
-from .common import checkout_root, gptlib_home, unreachable
+from .common import checkout_root, first_line, gptlib_home, short_repr
+from .common import unreachable
 from .stories import generate_stories, words
 
 # %% ../notebooks/00_data.ipynb #033513e2
@@ -122,12 +124,16 @@ LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
 @contextlib.contextmanager
 def _quiet_datasets():
-    """`datasets` without its progress bars: our own bar is the one a user sees."""
-    shown = datasets.is_progress_bar_enabled()
+    """`datasets` without its progress bars (our own bar is the one a user sees) and its
+    log lines."""
+    shown, level = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
+    # and without its log lines: a file it cannot read becomes our one-line error
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         yield
     finally:
+        datasets.logging.set_verbosity(level)
         if shown:
             datasets.enable_progress_bars()
 
@@ -138,15 +144,39 @@ def _local_cache() -> str:
     return str(gptlib_home() / "data_cache" / "datasets")
 
 
+def _text_lines(path: str) -> Iterator[str]:
+    """The lines of a UTF-8 text file; a DataSourceError naming the line where it is not
+    text (invalid UTF-8, or a NUL byte: a binary file)."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataSourceError(
+                    f"{path}, line {n}: byte {raw[e.start]:#04x} at column {e.start + 1} "
+                    "is not UTF-8: a corpus file must be UTF-8 text"
+                ) from None
+            if "\0" in line:
+                raise DataSourceError(
+                    f"{path}, line {n}: a NUL byte: this is a binary file, not text"
+                )
+            yield line
+
+
 def _text_file_dataset(path: Path, text_split: str) -> datasets.Dataset:
     if text_split == "auto":
         with open(path, encoding="utf-8", errors="replace") as f:
             text_split = "eot" if EOT in f.read(1 << 20) else "newline"
 
     def documents(path: str, mode: str):
-        with open(path, encoding="utf-8") as f:
-            for text in split_documents(f, mode):
-                yield {"text": text}
+        empty = True
+        for text in split_documents(_text_lines(path), mode):
+            empty = False
+            yield {"text": text}
+        if empty:  # datasets cannot build a dataset of no rows
+            raise DataSourceError(
+                f"{path} holds no text: it is empty or only whitespace"
+            )
 
     # the cache is rebuilt when the file or the splitting code changes
     stat = path.stat()
@@ -174,6 +204,71 @@ def _tinystories_v2(split: str) -> datasets.IterableDataset:
         yield from ({"text": t} for t in split_documents(row["text"] for row in lines))
 
     return datasets.IterableDataset.from_generator(documents)
+
+
+def _json_problem(path: Path) -> str:
+    """Where a .jsonl file stops being one JSON object per line (read on the error path
+    only)."""
+    rows = 0
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                row = json.loads(raw) if raw.strip() else {}
+            except ValueError as e:  # UnicodeDecodeError is one
+                return (
+                    f"line {n} is not valid JSON ({getattr(e, 'msg', first_line(e))})"
+                )
+            if not isinstance(row, dict):
+                return f"line {n} is {type(row).__name__}, not a JSON object"
+            rows += bool(raw.strip())
+    return "it is not one JSON object per line" if rows else "it holds no rows"
+
+
+def _local_dataset(path: Path, text_split: str, streaming: bool, field: str):
+    """A local file as a dataset, checked to hold rows with a text column `field`; every
+    failure is a DataSourceError naming the file (and the line or column)."""
+    try:
+        with _quiet_datasets():
+            if path.suffix == ".txt":
+                return _text_file_dataset(path, text_split)
+            builder = "parquet" if path.suffix == ".parquet" else "json"
+            ds = datasets.load_dataset(
+                builder,
+                data_files=str(path),
+                split="train",
+                streaming=streaming,
+                cache_dir=_local_cache(),
+            )
+    except Exception as e:  # datasets wraps the cause in errors of its own
+        cause = e
+        while cause.__cause__ is not None and not isinstance(cause, DataSourceError):
+            cause = cause.__cause__
+        if isinstance(cause, DataSourceError):
+            raise cause from None
+        if builder == "json":
+            raise DataSourceError(f"{path}: {_json_problem(path)}") from None
+        raise DataSourceError(f"{path} cannot be read: {first_line(cause)}") from None
+    columns = ds.column_names  # None for some streamed files
+    if columns is not None and field not in columns:
+        raise DataSourceError(
+            f"{path} has no {field!r} column (its columns: {short_repr(columns)}): "
+            "the text must be in a column named text, or pass text_field"
+        )
+    kind = getattr(ds.features.get(field) if ds.features else None, "dtype", "string")
+    if kind not in ("string", "large_string"):
+        raise DataSourceError(
+            f"{path}: column {field!r} holds {kind}, not text (strings)"
+        )
+    if not isinstance(ds, datasets.Dataset):  # streamed: its rows are not read yet
+        return ds
+    if len(ds) == 0:
+        raise DataSourceError(f"{path} holds no rows")
+    if ds.data.column(field).null_count:
+        first = ds.data.column(field).to_pylist().index(None)
+        raise DataSourceError(
+            f"{path}, row {first + 1}: no {field!r} (every row needs its text)"
+        )
+    return ds
 
 
 def load_corpus(
@@ -251,18 +346,7 @@ def load_corpus(
             raise DataSourceError(
                 f"split {split!r}: a local file is a single split, 'train'"
             )
-        with _quiet_datasets():
-            if path.suffix == ".txt":
-                ds = _text_file_dataset(path, text_split)
-            else:
-                builder = "parquet" if path.suffix == ".parquet" else "json"
-                ds = datasets.load_dataset(
-                    builder,
-                    data_files=str(path),
-                    split="train",
-                    streaming=streaming,
-                    cache_dir=_local_cache(),
-                )
+        ds = _local_dataset(path, text_split, streaming, text_field)
     if text_field != "text":
         ds = ds.rename_column(text_field, "text")
     if sets is not None:

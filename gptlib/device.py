@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import time
 
 import torch
 
@@ -109,35 +108,16 @@ GPU_PEAK_FLOPS = {
 }
 
 
-@functools.cache
-def _measured_peak(device_type: str, dtype: torch.dtype, threads: int) -> float:
-    """FLOP/s of a 512 x 512 matrix product here on `threads` threads, the best of ten
-    20 ms windows (no random numbers drawn)."""
-    a = torch.ones(512, 512, dtype=dtype, device=device_type)
-    # a GPU queues products and returns at once: wait for them before reading the clock
-    gpu = device_type in ("cuda", "mps")
-    sync = getattr(torch, device_type).synchronize if gpu else lambda: None
-    a @ a
-    best = 0.0
-    for _ in range(10):
-        n, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < 0.02:
-            a @ a
-            n += 1
-            sync()
-        best = max(best, 2 * 512**3 * n / elapsed)
-    return best
-
-
-def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """The MFU's denominator: a GPU's datasheet peak, else the measured matrix-product
-    rate on the threads in use (section 5.7)."""
+def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """The MFU's denominator in FLOP/s: the datasheet's dense bfloat16 peak of a GPU
+    listed in GPU_PEAK_FLOPS; None where it is unknown (a CPU, another GPU), and the MFU
+    is then shown as n/a (section 5.7)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for key, value in GPU_PEAK_FLOPS.items():
             if key in name:
                 return value
-    return _measured_peak(device.type, dtype, torch.get_num_threads())
+    return None
 
 
 # %% ../notebooks/05_training.ipynb #2fe51277

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
-from .common import eval_mode
+from .common import check_int, eval_mode
 from .data import load_corpus
 from .device import autocast, resolve_device, resolve_dtype
 from .model import GPT
-from .shards import load_split
+from .shards import ShardError, load_split
 
 
 # %% ../notebooks/05_training.ipynb #acaf3c96
@@ -33,11 +33,18 @@ def evaluate_tokens(
     predicting up to `block_size` next tokens; the last window is shorter when the text
     runs out, so every token after the first is scored once (section 5.11).
     `max_batches` caps the full windows."""
-    T = model.config.block_size
+    check_int("batch_size", batch_size, low=1)
+    check_int("max_batches", max_batches, low=1, allow_none=True)
+    T, V = model.config.block_size, model.config.vocab_size
     tokens = np.asarray(tokens)
     if len(tokens) < 2:
         raise ValueError(
             f"{len(tokens)} tokens are too few: a loss needs at least 2 (one to predict)"
+        )
+    if tokens.min() < 0 or tokens.max() >= V:
+        raise ValueError(
+            f"token id {tokens.max() if tokens.max() >= V else tokens.min()} is not an "
+            f"id of the model, whose vocabulary is [0, {V})"
         )
     starts = range(0, len(tokens) - 1, T)
     full = [s for s in starts if s + T < len(tokens)]
@@ -88,11 +95,21 @@ def evaluate_model(
     if data is not None:
         shards = load_split(data, split)
         header = shards[0].header
-        if header["vocab_size"] > model.config.vocab_size:
+        theirs = header.get("tokenizer_id")  # shards of older gptlibs have none
+        if header["vocab_size"] > model.config.vocab_size or theirs not in (
+            None,
+            tokenizer.fingerprint,
+        ):
             raise ValueError(
-                f"{data} was tokenized with {header['tokenizer']}, not the model's "
-                "tokenizer"
+                f"{data} was tokenized with {header['tokenizer']} ({theirs}), not the "
+                f"model's tokenizer {tokenizer.name} ({tokenizer.fingerprint})"
             )
+        for s in shards:  # a damaged shard is named, not only its bad id
+            if len(s.tokens) and s.tokens.max() >= model.config.vocab_size:
+                raise ShardError(
+                    f"{s.path}: token id {s.tokens.max()} is not below the model's "
+                    f"vocab_size {model.config.vocab_size}: the shard is damaged"
+                )
         tokens = np.concatenate([s.tokens for s in shards])
         n_bytes = sum(s.header["n_bytes"] for s in shards)
     else:

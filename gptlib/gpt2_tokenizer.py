@@ -121,7 +121,14 @@ def _gpt2_from_path(path: Path) -> tuple[dict[bytes, int], dict]:
                 f"folder {path} holds neither gpt2.tiktoken nor encoder.json + vocab.bpe"
             )
     if path.suffix == ".tiktoken":
-        return read_tiktoken_ranks(path), {EOT: 50256}
+        ranks = _complete_gpt2(path, read_tiktoken_ranks(path), {EOT: 50256})
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != GPT2_TIKTOKEN_SHA256:  # the file tiktoken downloads, to the byte
+            raise TokenizerError(
+                f"{path}: sha256 {digest[:16]}... is not that of GPT-2's ranks "
+                f"({GPT2_TIKTOKEN_SHA256[:16]}...): a damaged copy or another tokenizer"
+            )
+        return ranks, {EOT: 50256}
     if path.suffix not in (".json", ".bpe"):
         raise TokenizerError(
             f"{path} is not a .tiktoken file, an encoder.json, a vocab.bpe or a folder "
@@ -135,7 +142,24 @@ def _gpt2_from_path(path: Path) -> tuple[dict[bytes, int], dict]:
             f"GPT-2's {encoder.name} and {merges.name} must lie side by side: "
             f"{missing} is missing"
         )
-    return read_gpt2_encoder(encoder, merges)
+    ranks, specials = read_gpt2_encoder(encoder, merges)
+    return _complete_gpt2(encoder, ranks, specials), specials
+
+
+def _complete_gpt2(path: Path, ranks: dict, specials: dict) -> dict[bytes, int]:
+    """`ranks` if they are all of GPT-2's: ids 0..50255 and <|endoftext|> 50256; else a
+    TokenizerError naming `path` and what is missing."""
+    if len(ranks) != 50256 or max(ranks.values(), default=-1) != 50255:
+        raise TokenizerError(
+            f"{path} holds {len(ranks):,} ranks, GPT-2's tokenizer has 50,256 "
+            "(ids 0..50255): truncated or not GPT-2's"
+        )
+    if specials != {EOT: 50256}:
+        raise TokenizerError(
+            f"{path}: GPT-2's only special token is {EOT} = 50256, not "
+            f"{short_repr(specials)}"
+        )
+    return ranks
 
 
 def _tiktoken_cache() -> str:

@@ -2,6 +2,7 @@
 
 # %% auto #0
 __all__ = [
+    "MAX_NEW_TOKENS",
     "SamplingError",
     "check_sampling_args",
     "apply_temperature",
@@ -30,6 +31,8 @@ class SamplingError(ValueError):
 
 _int = partial(check_int, error=SamplingError)
 _float = partial(check_float, error=SamplingError)
+# a bound far above any real use, so a typo fails here, not when allocating terabytes
+MAX_NEW_TOKENS = 1_000_000
 
 
 def check_sampling_args(
@@ -48,7 +51,7 @@ def check_sampling_args(
     Traceback (most recent call last):
     gptlib.logits.SamplingError: top_k=-1 is not allowed: use an integer >= 0 or None
     """
-    _int("max_new_tokens", max_new_tokens, 0)
+    _int("max_new_tokens", max_new_tokens, 0, MAX_NEW_TOKENS)
     _float(
         "temperature", temperature, "a number >= 0 (0 means greedy)", lambda t: t >= 0
     )

@@ -4,6 +4,8 @@
 
 # %% auto #0
 __all__ = [
+    "MAX_LAYERS",
+    "MAX_PARAMS",
     "PRESETS",
     "GPTConfig",
     "MLP",
@@ -27,8 +29,11 @@ from torch.utils.checkpoint import checkpoint
 from .attention import CausalSelfAttention, KVCache
 from .common import check_float, check_int, short_repr
 
-
 # %% ../notebooks/04_gpt.ipynb #19f73df1
+MAX_LAYERS = 1000  # the deepest published GPTs have about a hundred
+MAX_PARAMS = 10**12  # 4 TB of float32 weights; GPT-3 has 1.75e11
+
+
 @dataclass
 class GPTConfig:
     """The shape of a GPT; the defaults are GPT-2 124M (section 4.1).
@@ -49,6 +54,17 @@ class GPTConfig:
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             check_int(f"GPTConfig {name}", getattr(self, name), low=1)  # not True
+        # bounds far beyond any real model, so that a typo fails here and not after
+        # minutes of building layers or allocating terabytes
+        check_int("GPTConfig n_layer", self.n_layer, high=MAX_LAYERS)
+        size = 12 * self.n_layer * self.n_embd**2
+        size += (self.vocab_size + self.block_size) * self.n_embd
+        if size > MAX_PARAMS:
+            raise ValueError(
+                f"GPTConfig n_embd={self.n_embd} with n_layer={self.n_layer}, "
+                f"vocab_size={self.vocab_size}, block_size={self.block_size} is about "
+                f"{size:.2g} parameters: at most {MAX_PARAMS:.0e} are allowed"
+            )
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig n_embd={self.n_embd} must be a multiple of n_head={self.n_head}"

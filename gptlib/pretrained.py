@@ -20,6 +20,8 @@ __all__ = [
 # %% ../notebooks/04_gpt.ipynb #f1de1572
 import json
 import os
+import pickle
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -260,6 +262,13 @@ def load_hf_gpt2(name_or_path: str | os.PathLike):
     except OSError as e:
         raise ValueError(
             f"cannot load GPT-2 {short_repr(text)}: {first_line(e)}"
+        ) from None
+    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) said no
+        what = re.search(r"GLOBAL [\w.]+", str(e))
+        found = f" ({what.group()})" if what else ""
+        raise ValueError(
+            f"{path or text}: refused pytorch_model.bin: its pickle holds more than "
+            f"tensors{found}, code that would run on loading; use model.safetensors"
         ) from None
 
 

@@ -14,8 +14,9 @@ import torch
 
 from .beam import beam_search
 from .checkpoint import load_model
-from .common import first_line, short_repr
+from .common import first_line, positive_int, short_repr
 from .config import RUN_CONFIG_FILE, GenerationSection, load_config
+from .device import resolve_device
 from .gpt2_tokenizer import load_gpt2_tokenizer
 from .pretrained import gpt_from_hf, local_gpt2
 from .sampling import OVERFLOW, StopCriteria, generate_text, prepare_prompt
@@ -126,7 +127,7 @@ def _sample_parser() -> argparse.ArgumentParser:
     add(
         "--prompt", help="the text to continue (default: the run's, else <|endoftext|>)"
     )
-    add("--max-new-tokens", type=int)
+    add("--max-new-tokens", type=positive_int)
     add("--temperature", type=float, help="0 is greedy")
     add("--top-k", type=int, help="0 keeps every token")
     add("--top-p", type=float, help="1.0 keeps every token")
@@ -145,7 +146,7 @@ def _sample_parser() -> argparse.ArgumentParser:
     )
     add("--no-stop-at-eot", action="store_true", help="go on after <|endoftext|>")
     add("--seed", type=int)
-    add("--num-samples", type=int)
+    add("--num-samples", type=positive_int)
     add("--beam-size", type=int, default=0, help="beam search with this many beams")
     add(
         "--length-penalty",
@@ -160,7 +161,7 @@ def _sample_parser() -> argparse.ArgumentParser:
         choices=OVERFLOW,
         help="the cache's full-window rule",
     )
-    add("--device", default="cpu")
+    add("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     return p
 
 
@@ -194,7 +195,8 @@ def sample_command(argv: list[str]) -> int:
     except SystemExit as e:  # argparse has printed the usage and the problem
         return int(e.code or 0)
     try:
-        model, tokenizer = load_sampling_model(a.checkpoint, device=a.device)
+        device = resolve_device(a.device)
+        model, tokenizer = load_sampling_model(a.checkpoint, device=device)
         run = _generation_defaults(a.checkpoint)
         for name, value in run.items():
             if getattr(a, name) is None:
@@ -236,7 +238,8 @@ def sample_command(argv: list[str]) -> int:
                     **options,
                 )
                 print("\n---\n".join(a.prompt + text for text in texts))
-    except (ValueError, OSError) as e:  # our errors are one line; keep them so
+    # ours are one line; so are PyTorch's RuntimeErrors, e.g. out of memory
+    except (ValueError, OSError, RuntimeError) as e:
         print(f"gptlib sample: error: {first_line(e)}", file=sys.stderr)
         return 1
     print(f"[{time.perf_counter() - t0:.2f} s]", file=sys.stderr)

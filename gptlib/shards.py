@@ -13,7 +13,6 @@ __all__ = [
     "read_shard",
     "progress_bar",
     "tokenize_to_shards",
-    "BatchSampler",
     "corpus_split",
     "data_is_prepared",
     "prepare_data",
@@ -33,7 +32,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from .common import check_int, short_repr, write_atomically
@@ -59,10 +57,18 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def write_shard(
-    path, tokens, *, tokenizer: str, vocab_size: int, n_bytes: int = 0, n_docs: int = 0
+    path,
+    tokens,
+    *,
+    tokenizer: str,
+    vocab_size: int,
+    tokenizer_id: str | None = None,
+    n_bytes: int = 0,
+    n_docs: int = 0,
 ) -> Path:
     """Write the ids `tokens` to `path` after a header; atomically, through a temporary
-    file (section 5.1).
+    file (section 5.1). `tokenizer_id` is the tokenizer's `fingerprint`: a model is only
+    ever paired with shards of its own tokenizer.
 
     >>> import tempfile
     >>> from pathlib import Path
@@ -80,6 +86,7 @@ def write_shard(
         )
     meta = {"tokenizer": tokenizer, "vocab_size": int(vocab_size), "dtype": dtype.name}
     meta.update(n_tokens=int(tokens.size), n_bytes=int(n_bytes), n_docs=int(n_docs))
+    meta.update(tokenizer_id=tokenizer_id)
     text = json.dumps(meta).encode("utf-8")
     head = SHARD_MAGIC + struct.pack("<II", SHARD_VERSION, len(text)) + text
     if len(head) > HEADER_BYTES:
@@ -106,6 +113,31 @@ class Shard:
     tokens: np.ndarray
 
 
+_HEADER_TYPES = {"tokenizer": str, "vocab_size": int, "dtype": str, "n_tokens": int}
+
+
+def _shard_header(path: Path, text: bytes) -> dict:
+    """The JSON header of shard `path`, checked; ShardError naming the shard if damaged."""
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise ShardError(f"{path}: its header is damaged (not JSON)") from None
+    if not isinstance(meta, dict):
+        raise ShardError(f"{path}: its header is damaged (not a JSON object)")
+    for key, kind in _HEADER_TYPES.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise ShardError(
+                f"{path}: header field {key}={short_repr(meta.get(key))} is not a "
+                f"{kind.__name__}"
+            )
+    if meta["dtype"] not in ("uint16", "uint32") or meta["n_tokens"] < 0:
+        raise ShardError(
+            f"{path}: header dtype={short_repr(meta['dtype'])}, n_tokens="
+            f"{meta['n_tokens']}: expected uint16 or uint32 and a count >= 0"
+        )
+    return meta
+
+
 def read_shard(path) -> Shard:
     """Open a shard written by `write_shard`; the ids are memory-mapped, not read
     (section 5.1)."""
@@ -124,7 +156,7 @@ def read_shard(path) -> Shard:
             f"{path} is a version {version} shard; this gptlib reads version "
             f"{SHARD_VERSION}"
         )
-    meta = json.loads(head[16 : 16 + size])
+    meta = _shard_header(path, head[16 : 16 + size] if size <= HEADER_BYTES else b"")
     dtype, n = np.dtype(meta["dtype"]), meta["n_tokens"]
     expected = HEADER_BYTES + n * dtype.itemsize
     if path.stat().st_size != expected:
@@ -217,7 +249,7 @@ def tokenize_to_shards(
     for old in out_dir.glob(f"{split}_*.bin"):
         old.unlink()  # a new run replaces the whole split
     workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
-    name, vocab = tokenizer.name, tokenizer.vocab_size
+    name, vocab, identity = tokenizer.name, tokenizer.vocab_size, tokenizer.fingerprint
     paths: list[Path] = []
     pieces: list[np.ndarray] = []
     filled = n_bytes = n_docs = 0
@@ -226,7 +258,8 @@ def tokenize_to_shards(
         nonlocal pieces, filled, n_bytes, n_docs
         path = out_dir / f"{split}_{len(paths):06d}.bin"
         tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.uint32)
-        meta = dict(tokenizer=name, vocab_size=vocab, n_bytes=n_bytes, n_docs=n_docs)
+        meta = dict(tokenizer=name, vocab_size=vocab, tokenizer_id=identity)
+        meta.update(n_bytes=n_bytes, n_docs=n_docs)
         paths.append(write_shard(path, tokens, **meta))
         pieces, filled, n_bytes, n_docs = [], 0, 0, 0
 
@@ -250,90 +283,6 @@ def tokenize_to_shards(
         if filled or not paths:
             flush()
     return paths
-
-
-# %% ../notebooks/05_training.ipynb #b514fff9
-class BatchSampler:
-    """Random windows (x, y) of `block_size` ids from token shards (section 5.2).
-
-    Micro-batch `micro` of step `step` depends only on (seed, step, micro), so the
-    sampler's state is its position (the next step) and process `rank` of `world_size`
-    takes the micro-batches rank, rank + world_size, ... of the `grad_accum` in each step.
-
-    >>> import numpy as np
-    >>> from gptlib.shards import BatchSampler
-    >>> s = BatchSampler([np.arange(100)], block_size=4, batch_size=2, seed=0)
-    >>> x, y = s.batch(step=0, micro=0)
-    >>> x.shape, bool((y == x + 1).all())
-    (torch.Size([2, 4]), True)
-    """
-
-    def __init__(
-        self,
-        shards,
-        block_size: int,
-        batch_size: int,
-        *,
-        grad_accum: int = 1,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        if grad_accum % world_size:
-            raise ValueError(
-                f"training.grad_accum={short_repr(grad_accum)} must be a multiple of the "
-                f"number of processes ({world_size})"
-            )
-        # Shards (their memory-mapped ids) or arrays of ids
-        self.shards = [np.asarray(getattr(s, "tokens", s)) for s in shards]
-        self.block_size, self.batch_size = block_size, batch_size
-        self.grad_accum, self.seed = grad_accum, seed
-        self.rank, self.world_size = rank, world_size
-        # the number of window starts in each shard
-        self.starts = np.array([max(len(t) - block_size, 0) for t in self.shards])
-        if self.starts.sum() == 0:
-            raise ValueError(
-                f"the data has no window of block_size + 1 = {block_size + 1} tokens"
-            )
-        self.ends = np.cumsum(self.starts)
-        self.position = 0  # the next step to draw
-
-    def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Micro-batch `micro` of step `step`: x and y, int64 (batch_size, block_size)."""
-        rng = np.random.default_rng([self.seed, step, micro])
-        # one start among the windows of all shards, then the shard it falls in
-        g = rng.integers(0, self.ends[-1], size=self.batch_size)
-        which = np.searchsorted(self.ends, g, side="right")
-        offset = g - (self.ends[which] - self.starts[which])
-        T = self.block_size
-        rows = [self.shards[i][o : o + T + 1] for i, o in zip(which, offset)]
-        rows = np.stack(rows).astype(np.int64)
-        return torch.from_numpy(rows[:, :-1].copy()), torch.from_numpy(
-            rows[:, 1:].copy()
-        )
-
-    def micro_batches(self) -> range:
-        """The micro-batches of each step that this process handles."""
-        return range(self.rank, self.grad_accum, self.world_size)
-
-    def next(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """This process's micro-batches of the step at `position`; then moves to the
-        next step."""
-        out = [self.batch(self.position, k) for k in self.micro_batches()]
-        self.position += 1
-        return out
-
-    def state_dict(self) -> dict:
-        names = ("position", "seed", "block_size", "batch_size", "grad_accum")
-        return {name: getattr(self, name) for name in names}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["seed"] != self.seed:
-            raise ValueError(
-                f"the checkpoint's data seed {short_repr(state['seed'])} differs from "
-                f"training.seed={self.seed}"
-            )
-        self.position = int(state["position"])
 
 
 # %% ../notebooks/05_training.ipynb #3a31c61e
@@ -371,7 +320,10 @@ def data_is_prepared(cfg) -> bool:
     """Whether `cfg.dir` holds the data that the data section `cfg` describes
     (section 5.2)."""
     marker = Path(cfg.dir) / "prepared.json"
-    return marker.is_file() and json.loads(marker.read_text()) == _prepared_key(cfg)
+    try:
+        return json.loads(marker.read_text()) == _prepared_key(cfg)
+    except (OSError, ValueError):  # missing or damaged: prepare again
+        return False
 
 
 def prepare_data(cfg, *, progress: bool = True) -> Path:
@@ -394,9 +346,23 @@ def prepare_data(cfg, *, progress: bool = True) -> Path:
     for split in ("train", "val"):
         texts, total = corpus_split(cfg, split)
         options.update(total=total, progress=progress)
-        tokenize_to_shards(texts, tokenizer, out, split, **options)
+        shards = tokenize_to_shards(texts, tokenizer, out, split, **options)
+        if not sum(read_shard(p).header["n_docs"] for p in shards):
+            raise ShardError(f"{cfg.source}: {_empty_split(cfg, split)}")
     (out / "prepared.json").write_text(json.dumps(_prepared_key(cfg)))
     return out
+
+
+def _empty_split(cfg, split: str) -> str:
+    """Why the `split` of a prepared corpus holds no document, and what to do."""
+    if split == "train" or cfg.source == "stories" or cfg.source in HUB_SOURCES:
+        return f"the {split} split holds no document"
+    every = max(2, round(1 / cfg.val_fraction))
+    return (
+        f"no document is held out for validation: data.val_fraction="
+        f"{cfg.val_fraction} holds out every {every}th, so the file needs at least "
+        f"{every} documents; add documents or raise data.val_fraction"
+    )
 
 
 def load_split(data_dir, split: str) -> list[Shard]:
@@ -408,7 +374,8 @@ def load_split(data_dir, split: str) -> list[Shard]:
             f"no {split}_*.bin shards in {data_dir}: run `gptlib prepare` first"
         )
     shards = [read_shard(p) for p in paths]
-    if len({(s.header["tokenizer"], s.header["vocab_size"]) for s in shards}) > 1:
+    keys = ("tokenizer", "vocab_size", "tokenizer_id")
+    if len({tuple(s.header.get(k) for k in keys) for s in shards}) > 1:
         raise ShardError(
             f"the {split} shards in {data_dir} come from different tokenizers"
         )

@@ -10,12 +10,11 @@ __all__ = [
 ]
 
 # %% ../notebooks/05_training.ipynb #1ddc7c9f
-import contextlib
 import shutil
 import sys
 from pathlib import Path
 
-from .checkpoint import load_model
+from .checkpoint import RunLock, load_model
 from .common import gptlib_home, write_atomically
 from .config import CONFIGS_DIR, RUN_CONFIG_FILE, TrainConfig, load_config
 from .model import GPT
@@ -45,23 +44,6 @@ def story_config(path=None, overrides=()) -> TrainConfig:
 
 
 # %% ../notebooks/05_training.ipynb #c585e1ec
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock on the file `path` (POSIX; elsewhere no lock)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            import fcntl
-        except ImportError:
-            yield
-            return
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _train_story(path: Path, fresh: bool, progress: bool, overrides=()):
     from gptlib.train import train  # the trainer, imported only to train
 
@@ -80,7 +62,7 @@ def train_story_model(path=None, *, progress: bool = True, overrides=()):
     """Train the story model afresh with `STORY_RECIPE` and publish it in `path`
     (default: `story_model_dir()`); returns the trainer (section 5.12)."""
     path = Path(path) if path is not None else story_model_dir()
-    with _locked(path.parent / f".{path.name}.lock"):
+    with RunLock(path, wait=True):  # one process trains it; the others wait
         return _train_story(path, fresh=True, progress=progress, overrides=overrides)
 
 
@@ -95,7 +77,7 @@ def story_model(path=None, train_if_missing: bool = True) -> tuple[GPT, BPEToken
                 f"no story model in {path}: train it with `gptlib train story` "
                 "(a few minutes on two CPU cores)"
             )
-        with _locked(path.parent / f".{path.name}.lock"):
+        with RunLock(path, wait=True):
             if missing():  # not trained by another process while we waited
                 print(
                     f"training the story model into {path} (minutes)", file=sys.stderr

@@ -14,6 +14,7 @@ __all__ = [
 
 # %% ../notebooks/01_tokenizer.ipynb #704f62f0
 import base64
+import hashlib
 import json
 import os
 import warnings
@@ -86,6 +87,16 @@ class BPETokenizer:
     def eot_id(self) -> int | None:
         """Id of "<|endoftext|>", or None if this tokenizer has no such token."""
         return self.special_tokens.get(EOT)
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits of a SHA-256 of all that decides the ids (ranks, special tokens,
+        pattern): two tokenizers with one fingerprint encode every text alike. Token
+        shards record it, so data and model are never paired across tokenizers."""
+        h = hashlib.sha256(json.dumps([self.pattern, self.special_tokens]).encode())
+        for token, rank in sorted(self.ranks.items(), key=lambda t: t[1]):
+            h.update(b"%d %s\n" % (rank, base64.b64encode(token)))
+        return h.hexdigest()[:16]
 
     @property
     def merges(self) -> list[tuple[int, int]]:

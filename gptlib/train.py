@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_FILE, RunLock, load_checkpoint, save_checkpoint
 from .checkpoint import get_rng_state, set_rng_state
-from .common import eval_mode, short_repr
+from .common import eval_mode, short_repr, write_atomically
 from .config import RUN_CONFIG_FILE, ConfigError, TrainConfig, load_config
 from .config import build_gpt_config, config_to_yaml
 from .device import autocast, fused_adamw_available, peak_flops, resolve_dtype
@@ -32,8 +32,9 @@ from .device import setup_distributed
 from .model import GPT, flops_per_token
 from .pretrained import CheckpointError, load_pretrained, save_pretrained
 from .records import MetricsLogger
-from .shards import TOKENIZER_FILE, BatchSampler, load_split, prepare_data
-from .shards import progress_bar
+from .batches import BatchSampler
+from .shards import TOKENIZER_FILE, load_split, prepare_data, progress_bar
+from .tokenizer import BPETokenizer
 
 
 # %% ../notebooks/05_training.ipynb #17e4a29c
@@ -112,14 +113,25 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.dtype = resolve_dtype(t.dtype, self.device)
-        self.out_dir = Path(t.out_dir)
+        self.out_dir, self._lock = Path(t.out_dir), None
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock(self.out_dir)  # one run per folder (section 5.6)
+        try:
+            self._set_up(cfg)
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_up(self, cfg: TrainConfig) -> None:
+        t = cfg.training
+        if self.dist.is_main:
             prepare_data(cfg.data, progress=t.progress)  # returns at once if prepared
         self._barrier()  # the other ranks wait for rank 0's data
         train_data, val_data = (load_split(cfg.data.dir, s) for s in ("train", "val"))
         header = train_data[0].header
         self.tokenizer_name = header["tokenizer"]
+        self.tokenizer_id = header.get("tokenizer_id")
         sizes = [(s.header["n_bytes"], s.header["n_tokens"]) for s in val_data]
         self.bytes_per_token = sum(b for b, _ in sizes) / sum(n for _, n in sizes)
 
@@ -143,7 +155,7 @@ class Trainer:
         self.best_val_loss, self.last_checkpoint = math.inf, None
         self.tokens_per_step = t.batch_size * block * t.grad_accum
         self.flops_per_token = flops_per_token(model.config, block)
-        self.peak_flops = t.peak_flops or peak_flops(self.device, self.dtype)
+        self.peak_flops = t.peak_flops or peak_flops(self.device, self.dtype)  # or None
 
         seed = t.seed + self.dist.rank  # dropout differs between ranks
         random.seed(seed)
@@ -156,7 +168,8 @@ class Trainer:
             tokenizer = Path(cfg.data.dir) / TOKENIZER_FILE
             if tokenizer.is_file():
                 shutil.copyfile(tokenizer, self.out_dir / TOKENIZER_FILE)
-            (self.out_dir / RUN_CONFIG_FILE).write_text(config_to_yaml(cfg))
+            if self.last_checkpoint is None:  # else it describes the checkpoint there
+                (self.out_dir / RUN_CONFIG_FILE).write_text(config_to_yaml(cfg))
         names = ("tensorboard", "wandb", "wandb_project", "run_name")
         options = {k: getattr(t, k) for k in names} | {
             "config": dataclasses.asdict(cfg)
@@ -176,6 +189,7 @@ class Trainer:
             model = GPT(build_gpt_config(section, vocab))
         else:
             model = load_pretrained(section.init_from)
+            self._check_tokenizer(Path(section.init_from) / TOKENIZER_FILE, "init_from")
             if model.config.vocab_size < vocab:
                 raise ConfigError(
                     f"model.init_from={short_repr(section.init_from)}: its "
@@ -183,6 +197,15 @@ class Trainer:
                 )
         model.gradient_checkpointing = section.gradient_checkpointing
         return model
+
+    def _check_tokenizer(self, file: Path, what: str) -> None:
+        """Refuse a model whose tokenizer (in `file`) is not the one of the shards."""
+        theirs = BPETokenizer.load(file).fingerprint if file.is_file() else None
+        if None not in (theirs, self.tokenizer_id) and theirs != self.tokenizer_id:
+            raise ConfigError(
+                f"model.{what}: {file} is not the tokenizer of the shards in "
+                f"{self.cfg.data.dir} (fingerprints {theirs} and {self.tokenizer_id})"
+            )
 
     # -- checkpoints (section 5.6) -------------------------------------------------------
     def state_dict(self, rng: list) -> dict:
@@ -199,6 +222,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "config": dataclasses.asdict(self.cfg),
             "tokenizer": self.tokenizer_name,
+            "tokenizer_id": self.tokenizer_id,
             "tokens_seen": self.tokens_seen,
             "skipped_steps": self.skipped_steps,
             "best_val_loss": self.best_val_loss,
@@ -213,6 +237,13 @@ class Trainer:
                 f"{self.out_dir / CHECKPOINT_FILE} holds another model "
                 f"({short_repr(other)}): use another training.out_dir, or "
                 "training.resume=false"
+            )
+        theirs = state.get("tokenizer_id")
+        if None not in (theirs, self.tokenizer_id) and theirs != self.tokenizer_id:
+            raise CheckpointError(
+                f"{self.out_dir / CHECKPOINT_FILE} was trained on shards of another "
+                f"tokenizer than those in {self.cfg.data.dir}: use another "
+                "training.out_dir, or the data it was trained on"
             )
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -234,6 +265,11 @@ class Trainer:
         path = self.out_dir / CHECKPOINT_FILE
         if self.dist.is_main:
             save_checkpoint(path, self.state_dict(rng))
+            # the run's config.yaml describes the checkpoint beside it
+            config = self.out_dir / RUN_CONFIG_FILE
+            write_atomically(
+                config, lambda tmp: tmp.write_text(config_to_yaml(self.cfg))
+            )
             self.logger.log(
                 {"step": self.step, "event": "checkpoint", "path": str(path)}
             )
@@ -323,9 +359,8 @@ class Trainer:
         due = lambda every: self.step == end or (every and self.step % every == 0)
         show = t.progress and self.dist.is_main
         last_eval, rate = {}, None
-        peak = (
-            self.peak_flops * self.dist.world_size
-        )  # rate counts every process's tokens
+        # the rate counts every process's tokens; no peak known: no MFU
+        peak = self.peak_flops and self.peak_flops * self.dist.world_size
         options = dict(
             initial=self.step, desc="training", unit="step", disable=not show
         )
@@ -335,14 +370,15 @@ class Trainer:
                 m = self.train_step()
                 now = self.tokens_per_step / (time.perf_counter() - start)
                 rate = now if rate is None else 0.9 * rate + 0.1 * now
-                mfu = self.flops_per_token * rate / peak
+                mfu = self.flops_per_token * rate / peak if peak else None
                 if due(t.log_interval):
                     record = {"step": self.step, **{k: m[k] for k in ("loss", "lr")}}
                     record.update(grad_norm=m["grad_norm"], tokens=self.tokens_seen)
-                    record.update(tokens_per_s=round(now), mfu=round(mfu, 5))
+                    record.update(tokens_per_s=round(now), mfu=mfu and round(mfu, 5))
                     self.logger.log({**record, "skipped_steps": self.skipped_steps})
                 shown = dict(loss=f"{m['loss']:.3f}", tok_s=f"{rate:,.0f}")
-                bar.set_postfix(shown | {"mfu": f"{mfu:.1%}"}, refresh=False)
+                shown["mfu"] = "n/a" if mfu is None else f"{mfu:.1%}"
+                bar.set_postfix(shown, refresh=False)
                 bar.update(1)
                 if due(t.eval_interval):
                     last_eval = self._evaluate_and_keep_best(bar if show else None)
@@ -373,10 +409,13 @@ class Trainer:
     def close(self) -> None:
         """Flush the records, restore PyTorch's number of threads, and leave the torchrun
         job."""
-        self.logger.close()
+        if hasattr(self, "logger"):  # not when setting up failed
+            self.logger.close()
         torch.set_num_threads(self._threads)
         if self.dist.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        if self._lock is not None:
+            self._lock.release()
 
 
 def train(config, overrides: Iterable[str] = ()) -> Trainer:
