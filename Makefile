@@ -61,13 +61,15 @@ NB_STORY := $(wildcard notebooks/05_*.ipynb)
 NB_LATER := $(wildcard notebooks/0[6-9]_*.ipynb notebooks/[1-9][0-9]_*.ipynb)
 # appendix notebooks of the book, run with the first group
 NB_BOOK  := book/pytorch_primer.ipynb
-# worked solutions to the chapters' exercises (each a few seconds), run with the first group
-NB_SOLUTIONS := $(wildcard notebooks/solutions/*.ipynb)
+# worked solutions to the chapters' exercises (each seconds): those of chapters 0-4 run with
+# the first group, those of chapters 5+ (which use the story model) with the last
+NB_SOLUTIONS := $(wildcard notebooks/solutions/0[0-4]_*.ipynb)
+NB_SOLUTIONS_LATER := $(wildcard notebooks/solutions/0[5-9]_*.ipynb notebooks/solutions/[1-9][0-9]_*.ipynb)
 
 test-notebooks: $(STAMP)
 	$(NBVAL) -n $(JOBS) --dist loadfile $(NB_FIRST) $(NB_BOOK) $(NB_SOLUTIONS)
 	$(if $(NB_STORY),$(NBVAL) $(NB_STORY))
-	$(if $(NB_LATER),$(NBVAL) -n $(JOBS) --dist loadfile $(NB_LATER))
+	$(if $(NB_LATER),$(NBVAL) -n $(JOBS) --dist loadfile $(NB_LATER) $(NB_SOLUTIONS_LATER))
 
 # The stored outputs must not depend on the CPU's kernels. PyTorch picks its vectorised
 # kernels by instruction set (ATEN_CPU_CAPABILITY: default, avx2, avx512), and the thread
@@ -80,7 +82,7 @@ PORTABLE ?= ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 test-portable: $(STAMP)
 	$(PORTABLE) $(NBVAL) -n $(JOBS) --dist loadfile $(NB_FIRST) $(NB_BOOK) $(NB_SOLUTIONS)
 	$(if $(NB_STORY),$(PORTABLE) $(NBVAL) $(NB_STORY))
-	$(if $(NB_LATER),$(PORTABLE) $(NBVAL) -n $(JOBS) --dist loadfile $(NB_LATER))
+	$(if $(NB_LATER),$(PORTABLE) $(NBVAL) -n $(JOBS) --dist loadfile $(NB_LATER) $(NB_SOLUTIONS_LATER))
 
 book-strict: $(STAMP) mathjax
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --quiet
