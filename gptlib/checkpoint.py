@@ -15,8 +15,11 @@ __all__ = [
 
 # %% ../notebooks/05_training.ipynb #3cf23e67
 import contextlib
+import errno
 import os
 import random
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +118,7 @@ def set_rng_state(state: dict) -> None:
 
 # %% ../notebooks/05_training.ipynb #98c645a3
 LOCK_FILE = ".lock"  # in a run's out_dir: the PID of the run writing there
+_HELD = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)  # "someone else has it"
 
 
 class RunLockedError(RuntimeError):
@@ -124,20 +128,28 @@ class RunLockedError(RuntimeError):
 def _lock(file, wait: bool) -> None:
     """Take the OS's exclusive lock on the open `file`: waiting for it, or now or never
     (OSError)."""
-    if os.name == "nt":
-        import msvcrt
-
-        msvcrt.locking(file.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
-    else:
+    if os.name != "nt":
         import fcntl
 
         fcntl.flock(file.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return
+    import msvcrt  # Windows: a lock on the file's first byte, whatever its length
+
+    while True:
+        try:
+            file.seek(0)
+            return msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            if not wait:
+                raise
+            time.sleep(1.0)
 
 
 class RunLock:
     """An exclusive lock on the folder `folder` until `release()` (or the end of a `with`
     block, or of the process). If another process holds it: a RunLockedError naming its
-    PID, or with `wait`, wait for it (section 5.6)."""
+    PID, or with `wait`, wait for it. On a filesystem without file locks it warns and
+    goes on unlocked (section 5.6)."""
 
     def __init__(self, folder, *, wait: bool = False):
         self.folder = Path(folder)
@@ -145,17 +157,34 @@ class RunLock:
         self._file = open(self.folder / LOCK_FILE, "a+", encoding="utf-8")
         try:
             _lock(self._file, wait)
-        except OSError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "unknown"
+        except OSError as e:
+            if e.errno not in _HELD and os.name != "nt":
+                warnings.warn(
+                    f"{self.folder}: no lock, this filesystem refuses file locks "
+                    f"({e.strerror}); make sure no other run writes here",
+                    stacklevel=2,
+                )
+                return
             self._file.close()
-            raise RunLockedError(
-                f"{self.folder} is in use by another run (PID {holder}): wait for it or "
-                "stop it, or use another training.out_dir"
-            ) from None
+            raise RunLockedError(self._in_use()) from None
         self._file.truncate(0)
         self._file.write(f"{os.getpid()}\n")
         self._file.flush()
+
+    def _in_use(self) -> str:
+        try:
+            holder = (self.folder / LOCK_FILE).read_text().strip() or "unknown"
+        except OSError:  # Windows: the holder's lock bars reading too
+            holder = "unknown"
+        if holder == str(os.getpid()):
+            return (
+                f"{self.folder} is in use by this process: a Trainer on it was not "
+                "closed (call close(), or use another training.out_dir)"
+            )
+        return (
+            f"{self.folder} is in use by another run (PID {holder}): wait for it or "
+            "stop it, or use another training.out_dir"
+        )
 
     def release(self) -> None:
         self._file.close()  # closing the file releases the lock

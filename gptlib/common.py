@@ -144,6 +144,10 @@ def unreachable(url: str, timeout: float = 3.0) -> str | None:
     return None
 
 
+_UMASK = os.umask(0)  # read once, at import: setting it back and forth races threads
+os.umask(_UMASK)
+
+
 def write_atomically(path: str | os.PathLike, write) -> Path:
     """Call `write(tmp)` to fill a temporary file beside `path`, then rename it onto `path`:
     readers see the old file or the new one, never half of one (section 0.3). The
@@ -161,9 +165,7 @@ def write_atomically(path: str | os.PathLike, write) -> Path:
     try:
         write(tmp)
         # the mode of a file made by open(): some writers (safetensors) make theirs 0600
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except OSError as e:  # a full disk, a read-only folder: say which file
         reason = e.strerror or first_line(e)

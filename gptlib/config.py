@@ -333,7 +333,7 @@ def _home_relative(raw: dict) -> dict:
 def load_config(path=None, overrides: Iterable[str] = ()) -> TrainConfig:
     """A `TrainConfig` from a YAML file or a shipped config's name (None: the defaults)
     and `section.key=value` overrides (section 5.3)."""
-    raw, source = {}, "config"
+    raw, source, overrides = {}, "config", list(overrides)
     if path is not None:
         path = find_config(path)
         source = str(path)
@@ -352,10 +352,10 @@ def load_config(path=None, overrides: Iterable[str] = ()) -> TrainConfig:
         raise ConfigError(
             f"{source}: a config must be a mapping of sections, not {type(raw).__name__}"
         )
-    if path is not None and not raw:  # not a silent GPT-2 124M in runs/gpt
+    if path is not None and not raw and not overrides:  # not a silent GPT-2 124M
         raise ConfigError(
-            f"{source} is empty: a config sets at least its model, training and data "
-            "sections (`gptlib configs show story` prints one to start from)"
+            f"{source} is empty: give it some settings (`gptlib configs show story` "
+            "prints a config to start from), or section.key=value changes"
         )
     if path is not None and path.parent == CONFIGS_DIR and raw:
         raw = _home_relative(raw)

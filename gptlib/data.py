@@ -214,7 +214,7 @@ def _json_problem(path: Path) -> str:
         for n, raw in enumerate(f, 1):
             try:
                 row = json.loads(raw) if raw.strip() else {}
-            except ValueError as e:  # UnicodeDecodeError is one
+            except (ValueError, RecursionError) as e:  # UnicodeDecodeError is one
                 return (
                     f"line {n} is not valid JSON ({getattr(e, 'msg', first_line(e))})"
                 )
@@ -227,11 +227,12 @@ def _json_problem(path: Path) -> str:
 def _local_dataset(path: Path, text_split: str, streaming: bool, field: str):
     """A local file as a dataset, checked to hold rows with a text column `field`; every
     failure is a DataSourceError naming the file (and the line or column)."""
+    builder = "text" if path.suffix == ".txt" else "parquet"
+    builder = "json" if path.suffix in (".json", ".jsonl") else builder
     try:
         with _quiet_datasets():
             if path.suffix == ".txt":
                 return _text_file_dataset(path, text_split)
-            builder = "parquet" if path.suffix == ".parquet" else "json"
             ds = datasets.load_dataset(
                 builder,
                 data_files=str(path),

@@ -122,8 +122,9 @@ def _gpt2_from_path(path: Path) -> tuple[dict[bytes, int], dict]:
             )
     if path.suffix == ".tiktoken":
         ranks = _complete_gpt2(path, read_tiktoken_ranks(path), {EOT: 50256})
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != GPT2_TIKTOKEN_SHA256:  # the file tiktoken downloads, to the byte
+        # the bytes tiktoken downloads (a checkout may have turned "\n" into "\r\n")
+        digest = hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+        if digest != GPT2_TIKTOKEN_SHA256:
             raise TokenizerError(
                 f"{path}: sha256 {digest[:16]}... is not that of GPT-2's ranks "
                 f"({GPT2_TIKTOKEN_SHA256[:16]}...): a damaged copy or another tokenizer"

@@ -18,6 +18,7 @@ __all__ = [
 ]
 
 # %% ../notebooks/04_gpt.ipynb #f1de1572
+import errno
 import json
 import os
 import pickle
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .common import first_line, gptlib_home, short_repr, write_atomically
@@ -57,7 +59,14 @@ def save_pretrained(model: GPT, path: str | os.PathLike) -> Path:
     }
     # each file through a temporary file and a rename (write_atomically, section 0.3)
     metadata = {"format": "pt"}
-    write_atomically(path / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata))
+
+    def write_weights(tmp):
+        try:
+            save_file(tensors, tmp, metadata)
+        except SafetensorError as e:  # its I/O errors are not OSErrors: make them so
+            raise OSError(errno.EIO, first_line(e)) from None
+
+    write_atomically(path / WEIGHTS_FILE, write_weights)
     text = json.dumps(asdict(model.config), indent=2) + "\n"
     write_atomically(
         path / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8")

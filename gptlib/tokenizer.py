@@ -93,7 +93,8 @@ class BPETokenizer:
         """16 hex digits of a SHA-256 of all that decides the ids (ranks, special tokens,
         pattern): two tokenizers with one fingerprint encode every text alike. Token
         shards record it, so data and model are never paired across tokenizers."""
-        h = hashlib.sha256(json.dumps([self.pattern, self.special_tokens]).encode())
+        specials = json.dumps([self.pattern, self.special_tokens], sort_keys=True)
+        h = hashlib.sha256(specials.encode())
         for token, rank in sorted(self.ranks.items(), key=lambda t: t[1]):
             h.update(b"%d %s\n" % (rank, base64.b64encode(token)))
         return h.hexdigest()[:16]

@@ -114,10 +114,9 @@ class Trainer:
             torch.set_num_threads(t.threads)
         self.dtype = resolve_dtype(t.dtype, self.device)
         self.out_dir, self._lock = Path(t.out_dir), None
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._lock = RunLock(self.out_dir)  # one run per folder (section 5.6)
         try:
+            if self.dist.is_main:  # one run per folder (section 5.6)
+                self._lock = RunLock(self.out_dir)
             self._set_up(cfg)
         except BaseException:
             self.close()
@@ -409,13 +408,15 @@ class Trainer:
     def close(self) -> None:
         """Flush the records, restore PyTorch's number of threads, and leave the torchrun
         job."""
-        if hasattr(self, "logger"):  # not when setting up failed
-            self.logger.close()
-        torch.set_num_threads(self._threads)
-        if self.dist.enabled and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        if self._lock is not None:
-            self._lock.release()
+        try:
+            if hasattr(self, "logger"):  # not when setting up failed
+                self.logger.close()
+            torch.set_num_threads(self._threads)
+            if self.dist.enabled and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
 
 def train(config, overrides: Iterable[str] = ()) -> Trainer:

@@ -112,11 +112,9 @@ def test_nested_aliases_are_refused_at_once_without_expanding(tmp_path):
     ):
         load_config(path)
     assert time.perf_counter() - start < 5
-    # an override with aliases is not parsed as YAML: its text is refused
-    with pytest.raises(
-        ConfigError, match=r"model\.n_layer: Input should be a valid int"
-    ):
-        load_config(None, ["model.n_layer=[&a [1, 1], *a, *a]"])
+    # an override with aliases is not parsed as YAML: it stays text, never expanded
+    cfg = load_config(None, ["training.run_name=[&a [1, 1], *a, *a]"])
+    assert cfg.training.run_name == "[&a [1, 1], *a, *a]"
 
 
 def test_an_oversized_config_is_refused_before_it_is_parsed(tmp_path):
@@ -139,8 +137,10 @@ def test_an_error_message_never_renders_a_whole_large_value(tmp_path):
 @pytest.mark.parametrize("text", ["", "   \n", "# only a comment\n", "{}\n"])
 def test_an_empty_config_is_refused_not_a_silent_124m_run(tmp_path, text):
     path = write_yaml(tmp_path / "empty.yaml", text)
-    with pytest.raises(ConfigError, match="empty.yaml is empty: a config sets"):
+    with pytest.raises(ConfigError, match="empty.yaml is empty: give it some settings"):
         load_config(path)
+    # with changes on the command line, an empty file is a legitimate start
+    assert load_config(path, ["model.preset=nano"]).model.preset == "nano"
 
 
 def test_a_config_folder_is_named_as_a_folder(tmp_path):
@@ -250,6 +250,30 @@ def test_a_bad_corpus_file_is_one_line_naming_the_file_and_the_place(
     with pytest.raises(DataSourceError) as e:
         list(load_corpus(path)["text"])
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_deeply_nested_json_line_is_named_not_a_recursion_error(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("GPTLIB_HOME", str(tmp_path / "home"))
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"text": "a"}\n' + "[" * 200_000 + "\n")
+    with pytest.raises(DataSourceError, match=r"deep\.jsonl: line 2 is not valid JSON"):
+        load_corpus(path)
+
+
+def test_an_unexpected_failure_reading_a_text_file_names_the_file(
+    tmp_path, monkeypatch
+):
+    import gptlib.data
+
+    def denied(*_args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(gptlib.data, "_text_file_dataset", denied)
+    (tmp_path / "a.txt").write_text("hello\n")
+    with pytest.raises(DataSourceError, match=r"a\.txt cannot be read: .*Permission"):
+        load_corpus(tmp_path / "a.txt")
 
 
 def test_a_parquet_file_without_a_text_column(tmp_path, monkeypatch):
@@ -420,6 +444,25 @@ def test_a_gpt2_tiktoken_of_the_right_size_but_other_ranks_is_refused(tmp_path):
         ValueError, match=r"sha256 [0-9a-f]{16}\.\.\. is not that of GPT-2's ranks"
     ):
         load_gpt2_tokenizer(path)
+
+
+def test_the_fingerprint_depends_on_the_ids_not_on_the_order_of_a_dict():
+    a = train_bpe(["the cat sat"] * 5, 262, special_tokens=("<|a|>", "<|b|>"))
+    swapped = dict(reversed(list(a.special_tokens.items())))
+    b = BPETokenizer(a.ranks, swapped, a.pattern)
+    assert a.fingerprint == b.fingerprint
+    other = BPETokenizer(a.ranks, {"<|a|>": 261, "<|b|>": 260}, a.pattern)
+    assert other.fingerprint != a.fingerprint
+
+
+def test_a_gpt2_tiktoken_checked_out_with_crlf_endings_still_loads(
+    shared_data, tmp_path
+):
+    crlf = tmp_path / "gpt2.tiktoken"
+    crlf.write_bytes(
+        (shared_data / "gpt2.tiktoken").read_bytes().replace(b"\n", b"\r\n")
+    )
+    assert load_gpt2_tokenizer(crlf).vocab_size == 50257
 
 
 def test_the_real_gpt2_files_load_in_full(shared_data):
@@ -621,6 +664,12 @@ def test_a_second_run_on_a_locked_out_dir_fails_at_once_naming_the_holder(
         holder.wait()
 
 
+def test_a_trainer_left_open_in_this_process_is_named_as_such(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(RunLockedError, match="in use by this process: a Trainer"):
+            RunLock(tmp_path)
+
+
 def test_a_killed_holder_never_leaves_its_folder_locked(tmp_path):
     holder = _holder(tmp_path)
     with pytest.raises(RunLockedError, match=f"PID {holder.pid}"):
@@ -718,11 +767,16 @@ def test_a_full_disk_while_writing_shards_names_the_shard(tmp_path, monkeypatch)
 
 
 def test_save_pretrained_on_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
     import gptlib.pretrained
 
-    monkeypatch.setattr(gptlib.pretrained, "save_file", _full_disk)
+    def full(*_args, **_kwargs):  # how safetensors reports it: not an OSError
+        raise SafetensorError("Error while serializing: I/O error: No space left")
+
+    monkeypatch.setattr(gptlib.pretrained, "save_file", full)
     model = GPT(GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1, n_embd=8))
     with pytest.raises(
-        OSError, match=r"cannot write .*model\.safetensors: No space left"
+        OSError, match=r"model\.safetensors: Error while serializing: I/O error: No"
     ):
         save_pretrained(model, tmp_path)
