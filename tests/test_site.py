@@ -332,3 +332,18 @@ def test_reader_view_strips_only_directives():
         "#| export tokenizer\n# a comment stays\nx = 1  #| not at line start\n#| hide\n"
     )
     assert strip_directives(cell) == "# a comment stays\nx = 1  #| not at line start\n"
+
+
+def test_the_playground_page_shows_a_screenshot_of_the_live_playground(site, browser):
+    """Widgets need a kernel, so the static page shows the playground as a picture."""
+    view = Offline(browser, site, "notebooks/07_playground.html")
+    try:
+        sizes = view.page.evaluate(
+            """() => [...document.images]
+                .filter(img => img.src.includes("playground.png"))
+                .map(img => [img.naturalWidth, img.naturalHeight])"""
+        )
+        assert sizes and all(w > 600 and h > 400 for w, h in sizes), sizes
+        assert not view.requested, view.requested
+    finally:
+        view.close()
