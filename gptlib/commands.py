@@ -11,7 +11,7 @@ from .common import first_line, positive_int
 from .config import CONFIGS_DIR, config_names, find_config, load_config
 from .device import DTYPES
 from .evaluate import evaluate_model
-from .shards import prepare_data
+from .prepare import prepare_data
 from .train import Trainer
 
 # %% ../notebooks/05_training.ipynb #75e5067a

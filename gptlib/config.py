@@ -33,6 +33,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from .common import first_line, gptlib_home, short_repr
+from .data import SLIMPAJAMA_SETS
 from .device import DTYPES
 from .model import PRESETS, GPTConfig, preset
 
@@ -91,6 +92,10 @@ class TrainingSection:
     # auto: bfloat16 (or float16) on GPUs, float32 on CPU
     dtype: Literal[("auto", *DTYPES)] = "auto"
     compile: bool = False
+    tf32: bool = (
+        True  # float32 matrix products on TensorFloat-32 cores (GPUs; section 8.3)
+    )
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # how torchrun's processes share the model
     threads: _PosInt | None = None  # PyTorch's CPU threads during the run (None: as is)
     eval_interval: _NonNegInt = 200  # 0: only at the end
     eval_batches: _PosInt = 20
@@ -115,6 +120,10 @@ class DataSection:
     source: str = "stories"
     documents: _PosInt | None = 20_000  # training documents (None: all)
     val_documents: _PosInt | None = 1_000  # validation documents (None: all)
+    tokens: _PosInt | None = None  # training tokens to take (None: all the documents)
+    val_tokens: _PosInt | None = None  # validation tokens (None: all the documents)
+    # SlimPajama's sets and their shares of the tokens, e.g. {RedPajamaC4: 0.5, ...}
+    sets: dict[str, _NonNegFloat] | None = None
     # a local file: the share held out for validation
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.01
     seed: int = 0  # the embedded corpus's seed
@@ -239,6 +248,20 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
             raise ConfigError(
                 f"{source}: model.vocab_multiple={m.vocab_multiple} cannot apply with "
                 "model.init_from; remove it"
+            )
+    d = cfg.data
+    if d.sets is not None:
+        if unknown := [s for s in d.sets if s not in SLIMPAJAMA_SETS]:
+            raise ConfigError(
+                f"{source}: data.sets: {short_repr(unknown[0])} is not one of "
+                f"SlimPajama's sets {', '.join(SLIMPAJAMA_SETS)}"
+            )
+        if not sum(d.sets.values()) > 0:
+            raise ConfigError(f"{source}: data.sets: every weight is 0")
+        if d.source in ("stories", "tinystories", "tinystories-v2"):
+            raise ConfigError(
+                f"{source}: data.sets applies to SlimPajama or a file of its shape, "
+                f"not to data.source={short_repr(d.source)}"
             )
     t = cfg.training
     if t.min_lr > t.lr:

@@ -11,33 +11,18 @@ __all__ = [
     "write_shard",
     "Shard",
     "read_shard",
-    "progress_bar",
-    "tokenize_to_shards",
-    "corpus_split",
-    "data_is_prepared",
-    "prepare_data",
     "load_split",
 ]
 
 # %% ../notebooks/05_training.ipynb #62a08fd1
 import dataclasses
-import itertools
 import json
-import multiprocessing
-import os
 import struct
-import sys
-from collections import deque
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from .common import check_int, short_repr, write_atomically
-from .data import HUB_SOURCES, load_corpus
-from .gpt2_tokenizer import load_tokenizer
-from .tokenizer import BPETokenizer, train_bpe
+from .common import short_repr, write_atomically
 
 # %% ../notebooks/05_training.ipynb #03941b9b
 SHARD_MAGIC = b"GPTSHARD"
@@ -169,200 +154,8 @@ def read_shard(path) -> Shard:
     return Shard(path, meta, np.memmap(path, dtype, "r", HEADER_BYTES, shape=(n,)))
 
 
-# %% ../notebooks/05_training.ipynb #c63e9a8c
-def progress_bar(**options) -> tqdm:
-    """A tqdm progress bar on stderr that redraws every second in a terminal and every
-    ten seconds in a log file, so that logs stay short (section 5.1)."""
-    interactive = getattr(sys.stderr, "isatty", lambda: False)()
-    return tqdm(file=sys.stderr, mininterval=1.0 if interactive else 10.0, **options)
-
-
-_worker_tokenizer = None
-
-
-def _init_worker(tokenizer) -> None:
-    global _worker_tokenizer
-    _worker_tokenizer = tokenizer
-
-
-def _encode_chunk(docs: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ids of `docs`, each after an <|endoftext|>; and per document its number of
-    ids and of UTF-8 bytes."""
-    tok = _worker_tokenizer
-    flat: list[int] = []
-    lengths = []
-    for ids in tok.encode_batch(docs, disallowed_special=()):
-        flat.append(tok.eot_id)
-        flat.extend(ids)
-        lengths.append(len(ids) + 1)
-    n_bytes = [len(d.encode("utf-8")) for d in docs]
-    return np.array(flat, dtype=np.uint32), np.array(lengths), np.array(n_bytes)
-
-
-def _chunked(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    it = iter(texts)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
-
-
-def _encoded_chunks(texts, tokenizer, workers: int, chunk_docs: int):
-    """Encoded chunks in order; with workers > 1, in a process pool with a bounded
-    queue."""
-    chunks = _chunked(texts, chunk_docs)
-    if workers <= 1:
-        _init_worker(tokenizer)
-        yield from map(_encode_chunk, chunks)
-        return
-    with multiprocessing.Pool(workers, _init_worker, (tokenizer,)) as pool:
-        pending: deque = deque()
-        for chunk in chunks:
-            pending.append(pool.apply_async(_encode_chunk, (chunk,)))
-            if len(pending) >= 2 * workers:  # never read far ahead of the workers
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
-def tokenize_to_shards(
-    texts: Iterable[str],
-    tokenizer: BPETokenizer,
-    out_dir,
-    split: str = "train",
-    *,
-    total: int | None = None,
-    shard_tokens: int = 100_000_000,
-    num_workers: int | None = None,
-    chunk_docs: int = 256,
-    progress: bool = True,
-) -> list[Path]:
-    """Encode `texts` with `tokenizer` into shards `out_dir/{split}_000000.bin`, ...
-    (section 5.1).
-
-    Every document is preceded by <|endoftext|>. `num_workers` processes encode in
-    parallel (default: the number of CPUs, at most 8); the result does not depend on it.
-    """
-    if tokenizer.eot_id is None:
-        raise ValueError("the tokenizer has no <|endoftext|> to separate documents")
-    check_int("shard_tokens", shard_tokens, low=1)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob(f"{split}_*.bin"):
-        old.unlink()  # a new run replaces the whole split
-    workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
-    name, vocab, identity = tokenizer.name, tokenizer.vocab_size, tokenizer.fingerprint
-    paths: list[Path] = []
-    pieces: list[np.ndarray] = []
-    filled = n_bytes = n_docs = 0
-
-    def flush():
-        nonlocal pieces, filled, n_bytes, n_docs
-        path = out_dir / f"{split}_{len(paths):06d}.bin"
-        tokens = np.concatenate(pieces) if pieces else np.zeros(0, np.uint32)
-        meta = dict(tokenizer=name, vocab_size=vocab, tokenizer_id=identity)
-        meta.update(n_bytes=n_bytes, n_docs=n_docs)
-        paths.append(write_shard(path, tokens, **meta))
-        pieces, filled, n_bytes, n_docs = [], 0, 0, 0
-
-    chunks = _encoded_chunks(texts, tokenizer, workers, chunk_docs)
-    desc = f"tokenizing {split}"
-    with progress_bar(total=total, unit="doc", desc=desc, disable=not progress) as bar:
-        for ids, lengths, doc_bytes in chunks:
-            starts = np.cumsum(lengths) - lengths  # where each document starts in `ids`
-            pos = 0
-            while pos < len(ids):
-                take = min(len(ids) - pos, shard_tokens - filled)
-                # a document belongs to the shard it starts in
-                here = (starts >= pos) & (starts < pos + take)
-                n_docs += int(here.sum())
-                n_bytes += int(doc_bytes[here].sum())
-                pieces.append(ids[pos : pos + take])
-                filled, pos = filled + take, pos + take
-                if filled == shard_tokens:
-                    flush()
-            bar.update(len(lengths))
-        if filled or not paths:
-            flush()
-    return paths
-
-
-# %% ../notebooks/05_training.ipynb #3a31c61e
+# %% ../notebooks/05_training.ipynb #03e56928
 TOKENIZER_FILE = "tokenizer.txt"  # the tokenizer, beside the shards and the model
-
-
-def corpus_split(cfg, split: str) -> tuple[Iterable[str], int | None]:
-    """The texts of `split` ("train" or "val") of the corpus `cfg.source`, and how many;
-    `cfg` is a run's data section (section 5.2)."""
-    n = cfg.documents if split == "train" else cfg.val_documents
-    name = "train" if split == "train" else "validation"
-    if cfg.source == "stories":
-        if n is None:
-            key = "documents" if split == "train" else "val_documents"
-            raise ValueError(f"data.{key} must be set for stories")
-        return load_corpus("stories", name, n_stories=n, seed=cfg.seed)["text"], n
-    if cfg.source in HUB_SOURCES:
-        rows = load_corpus(cfg.source, name, streaming=True)
-        return itertools.islice((row["text"] for row in rows), n), n
-    every = max(2, round(1 / cfg.val_fraction))  # a local file: hold out every k-th
-    texts = (row["text"] for row in load_corpus(cfg.source))
-    keep = (
-        t for i, t in enumerate(texts) if (i % every == every - 1) == (split == "val")
-    )
-    return itertools.islice(keep, n), None
-
-
-def _prepared_key(cfg) -> dict:
-    """The settings that decide the prepared data (where it goes and how fast do not)."""
-    ignored = ("dir", "num_workers")
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignored}
-
-
-def data_is_prepared(cfg) -> bool:
-    """Whether `cfg.dir` holds the data that the data section `cfg` describes
-    (section 5.2)."""
-    marker = Path(cfg.dir) / "prepared.json"
-    try:
-        return json.loads(marker.read_text()) == _prepared_key(cfg)
-    except (OSError, ValueError):  # missing or damaged: prepare again
-        return False
-
-
-def prepare_data(cfg, *, progress: bool = True) -> Path:
-    """Tokenize the train and validation splits of `cfg.source` into shards in `cfg.dir`,
-    as the data section `cfg` says; at once if they are there already (section 5.2)."""
-    out = Path(cfg.dir)
-    if data_is_prepared(cfg):
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "prepared.json").unlink(missing_ok=True)
-    if cfg.tokenizer == "bpe":
-        texts, _ = corpus_split(cfg, "train")
-        first = list(itertools.islice(texts, cfg.bpe_documents))
-        tokenizer = train_bpe(first, cfg.vocab_size)
-        tokenizer.name = f"bpe-{cfg.vocab_size}"
-    else:
-        tokenizer = load_tokenizer(cfg.tokenizer)
-    tokenizer.save(out / TOKENIZER_FILE)
-    options = dict(shard_tokens=cfg.shard_tokens, num_workers=cfg.num_workers)
-    for split in ("train", "val"):
-        texts, total = corpus_split(cfg, split)
-        options.update(total=total, progress=progress)
-        shards = tokenize_to_shards(texts, tokenizer, out, split, **options)
-        if not sum(read_shard(p).header["n_docs"] for p in shards):
-            raise ShardError(f"{cfg.source}: {_empty_split(cfg, split)}")
-    (out / "prepared.json").write_text(json.dumps(_prepared_key(cfg)))
-    return out
-
-
-def _empty_split(cfg, split: str) -> str:
-    """Why the `split` of a prepared corpus holds no document, and what to do."""
-    if split == "train" or cfg.source == "stories" or cfg.source in HUB_SOURCES:
-        return f"the {split} split holds no document"
-    every = max(2, round(1 / cfg.val_fraction))
-    return (
-        f"no document is held out for validation: data.val_fraction="
-        f"{cfg.val_fraction} holds out every {every}th, so the file needs at least "
-        f"{every} documents; add documents or raise data.val_fraction"
-    )
 
 
 def load_split(data_dir, split: str) -> list[Shard]:

@@ -33,7 +33,8 @@ from .model import GPT, flops_per_token
 from .pretrained import CheckpointError, load_pretrained, save_pretrained
 from .records import MetricsLogger
 from .batches import BatchSampler
-from .shards import TOKENIZER_FILE, load_split, prepare_data, progress_bar
+from .prepare import prepare_data, progress_bar
+from .shards import TOKENIZER_FILE, load_split
 from .tokenizer import BPETokenizer
 
 

@@ -37,16 +37,9 @@ from gptlib.evaluate import evaluate_tokens
 from gptlib.gpt2_tokenizer import load_gpt2_tokenizer
 from gptlib.logits import SamplingError, check_sampling_args
 from gptlib.model import GPT, GPTConfig
+from gptlib.prepare import prepare_data, tokenize_to_shards
 from gptlib.pretrained import CheckpointError, read_weights, save_pretrained
-from gptlib.shards import (
-    HEADER_BYTES,
-    ShardError,
-    load_split,
-    prepare_data,
-    read_shard,
-    tokenize_to_shards,
-    write_shard,
-)
+from gptlib.shards import HEADER_BYTES, ShardError, load_split, read_shard, write_shard
 from gptlib.tokenizer import BPETokenizer, train_bpe
 from gptlib.train import Trainer
 

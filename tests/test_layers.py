@@ -29,6 +29,7 @@ LAYERS = [
     ("pretrained", "04"),
     ("device", "05"),
     ("shards", "05"),
+    ("prepare", "05"),
     ("batches", "05"),
     ("config", "05"),
     ("checkpoint", "05"),

@@ -45,18 +45,20 @@ from gptlib.device import (
 from gptlib.evaluate import evaluate_model, evaluate_tokens
 from gptlib.gpt2_tokenizer import load_tokenizer
 from gptlib.model import GPT, GPTConfig
+from gptlib.prepare import (
+    corpus_split,
+    data_is_prepared,
+    prepare_data,
+    tokenize_to_shards,
+)
 from gptlib.pretrained import CheckpointError
 from gptlib.records import MetricsLogger, read_metrics
 from gptlib.shards import (
     HEADER_BYTES,
     TOKENIZER_FILE,
     ShardError,
-    corpus_split,
-    data_is_prepared,
     load_split,
-    prepare_data,
     read_shard,
-    tokenize_to_shards,
     write_shard,
 )
 from gptlib.story import STORY_RECIPE, story_config, story_model, story_model_dir

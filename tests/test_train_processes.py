@@ -18,8 +18,9 @@ from conftest import tiny_run
 
 from gptlib.checkpoint import load_checkpoint, save_checkpoint
 from gptlib.config import load_config
+from gptlib.prepare import prepare_data
 from gptlib.records import read_metrics
-from gptlib.shards import load_split, prepare_data
+from gptlib.shards import load_split
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="needs POSIX signals and fork"
