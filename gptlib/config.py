@@ -269,6 +269,11 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
             f"{source}: training.min_lr={short_repr(t.min_lr)} is above "
             f"training.lr={short_repr(t.lr)}"
         )
+    if t.parallel == "fsdp" and t.dtype == "float16":
+        raise ConfigError(
+            f"{source}: training.parallel=fsdp needs bfloat16 or float32, not float16 "
+            "(use training.parallel=ddp on GPUs without bfloat16)"
+        )
     if not (t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:")):
         raise ConfigError(
             f"{source}: training.device {short_repr(t.device)} is not one of auto, cpu, "

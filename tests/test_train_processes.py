@@ -3,6 +3,7 @@ checkpoint is written leaves a loadable one, 2 processes under torchrun (gloo) e
 process with gradient accumulation, and the commands of gptlib.commands in fresh processes
 (and once through chapter 7's `gptlib` program)."""
 
+import math
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ from gptlib.config import load_config
 from gptlib.prepare import prepare_data
 from gptlib.records import read_metrics
 from gptlib.shards import load_split
+from gptlib.train import Trainer
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="needs POSIX signals and fork"
@@ -275,3 +277,65 @@ def test_command_line_prepare_train_eval(tmp_path):
         f"gptlib train: error: {config}: unknown key 'training.lrr'"
     )
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+FSDP_RUN = """
+import sys, torch
+from gptlib.config import load_config
+from gptlib.parallel import whole_state
+from gptlib.train import Trainer
+trainer = Trainer(load_config(None, sys.argv[1:]))
+losses = [trainer.train_step()["loss"] for _ in range(3)]
+trainer.save()  # every rank: FSDP gathers the pieces
+model, _ = whole_state(trainer.raw_model, trainer.optimizer)
+if trainer.dist.is_main:
+    torch.save({"losses": losses, "world": trainer.dist.world_size, "weights": model},
+               trainer.out_dir / "run.pt")
+trainer.close()
+"""
+
+
+def test_fsdp_two_processes_equal_one_with_accumulation(data_dir, tmp_path):
+    """FSDP2 on 2 CPU processes (gloo) trains as 1 process with grad_accum 2: the same
+    losses over three steps and the same weights; its checkpoint, gathered whole,
+    resumes in a single process."""
+    script = tmp_path / "run.py"
+    script.write_text(FSDP_RUN)
+    extra = ("model.dropout=0.0", "training.grad_accum=2", "training.max_steps=6")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    two_args = tiny(data_dir, tmp_path / "two", *extra, "training.parallel=fsdp")
+    two = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", str(script), *two_args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run(
+        [sys.executable, str(script), *tiny(data_dir, tmp_path / "one", *extra)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = (torch.load(tmp_path / d / "run.pt") for d in ("two", "one"))
+    assert (a["world"], b["world"]) == (2, 1)
+    assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
+    assert a["weights"].keys() == b["weights"].keys()
+    for name in a["weights"]:
+        torch.testing.assert_close(a["weights"][name], b["weights"][name], msg=name)
+    # the sharded run's checkpoint: whole tensors, resumed by one process at step 3
+    state = load_checkpoint(tmp_path / "two" / "ckpt.pt")
+    assert state["world_size"] == 2 and state["step"] == 3
+    trainer = Trainer(load_config(None, tiny(data_dir, tmp_path / "two", *extra)))
+    try:
+        assert trainer.step == 3
+        whole = trainer.raw_model.state_dict()
+        for name, value in a["weights"].items():
+            torch.testing.assert_close(whole[name], value, msg=name)
+        assert math.isfinite(
+            trainer.train_step()["loss"]
+        )  # and its optimiser state too
+        assert trainer.optimizer.state  # AdamW's moments came back
+    finally:
+        trainer.close()
