@@ -46,6 +46,7 @@ LAYERS = [
     ("sample", "06"),
     ("playground", "07"),
     ("__main__", "07"),
+    ("scaling", "08"),
 ]
 ORDER = {name: i for i, (name, _) in enumerate(LAYERS)}
 # what samples or plays never imports what trains
