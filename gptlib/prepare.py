@@ -273,7 +273,7 @@ def tokenize_to_shards(
             bar.update(done - bar.n)
             seconds = max(time.perf_counter() - start, 1e-9)
             mb_s = (n_read_bytes - start_bytes) / seconds / 1e6
-            bar.set_postfix(docs=read, MB_s=f"{mb_s:.1f}", refresh=False)
+            bar.set_postfix(docs=f"{read:,}", MB_s=f"{mb_s:.1f}", refresh=False)
             if budget.full:
                 break
         if filled or not paths:
