@@ -367,7 +367,12 @@ def test_example_configs_are_valid_and_ship_inside_the_package():
 def test_shipped_configs_load_by_name_and_run_under_gptlib_home(monkeypatch, tmp_path):
     from gptlib.config import config_names, find_config
 
-    assert config_names() == ["gpt2-124m-slimpajama", "story", "tinystories-33m"]
+    assert config_names() == [
+        "gpt2-124m-slimpajama",
+        "story",
+        "tinystories-33m",
+        "tinystories-small",
+    ]
     assert find_config("tinystories-33m") == CONFIGS_DIR / "tinystories-33m.yaml"
     monkeypatch.setenv("GPTLIB_HOME", str(tmp_path))
     cfg = load_config("story", ["training.max_steps=7"])
@@ -387,6 +392,7 @@ def test_configs_command(capsys):
         "gpt2-124m-slimpajama",
         "story",
         "tinystories-33m",
+        "tinystories-small",
     ]
     assert configs_command(["show", "story"]) == 0
     assert capsys.readouterr().out == STORY_RECIPE.read_text()
@@ -807,7 +813,7 @@ def test_commands_usage_and_errors(capsys, tmp_path):
     missing = tmp_path / "none.yaml"
     assert capsys.readouterr().err == (
         f"gptlib train: error: config {missing} does not exist: use a YAML file or one"
-        " of the shipped configs: gpt2-124m-slimpajama, story, tinystories-33m\n"
+        " of the shipped configs: gpt2-124m-slimpajama, story, tinystories-33m, tinystories-small\n"
     )
     assert train_command([]) == 1 and "needs a CONFIG file" in capsys.readouterr().err
     assert (
