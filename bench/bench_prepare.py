@@ -4,8 +4,8 @@ on the same cores in the same run (chapter 8.2).
 
     python bench/bench_prepare.py [--workers 2] [--copies 4] [--rounds 3]
 
-The documents are the stories of ../shared/data/tiny_stories_train_head.txt (TinyStories'
-train split, one story per line), `--copies` times over; GPT-2's files come from the same
+The documents are the non-empty lines (paragraphs) of ../shared/data/tiny_stories_train_head.txt
+(the start of TinyStories' train split), `--copies` times over; GPT-2's files come from the same
 folder (gpt2.tiktoken for tiktoken, encoder.json and vocab.bpe for `tokenizers`). It exits
 with a message where they are absent. Each round times both; the best round of each is
 reported in MB of UTF-8 text per second, with the ratio gptlib / tokenizers (above 1:

@@ -53,9 +53,11 @@ def _encode_chunk(docs: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ids of `docs`, each after an <|endoftext|>; and per document its number of
     ids and of UTF-8 bytes."""
     tok = _worker_tokenizer
+    encoding = tok.to_tiktoken()  # in a worker process: one thread, no thread pool
     flat: list[int] = []
     lengths = []
-    for ids in tok.encode_batch(docs, disallowed_special=()):
+    # ordinary: an "<|endoftext|>" inside a document is text, not a separator
+    for ids in map(encoding.encode_ordinary, docs):
         flat.append(tok.eot_id)
         flat.extend(ids)
         lengths.append(len(ids) + 1)
@@ -219,7 +221,8 @@ def tokenize_to_shards(
     check_int("shard_tokens", shard_tokens, low=1)
     out_dir, budget = Path(out_dir), budget or TokenBudget()
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = dict(tokenizer_id=tokenizer.fingerprint, shard_tokens=shard_tokens)
+    identity = tokenizer.fingerprint  # a hash of every rank: computed once
+    key = dict(tokenizer_id=identity, shard_tokens=shard_tokens)
     key.update(tokens=budget.tokens, weights=budget.weights)
     empty = dict(key=key, shards=0, read=0, carry=[], taken={}, bytes=0)
     state = (resume and _saved_progress(out_dir, split, key)) or empty
@@ -229,7 +232,7 @@ def tokenize_to_shards(
             old.unlink()
     workers = num_workers if num_workers is not None else os.cpu_count() or 1
     meta = dict(tokenizer=tokenizer.name, vocab_size=tokenizer.vocab_size)
-    meta["tokenizer_id"] = tokenizer.fingerprint
+    meta["tokenizer_id"] = identity
     paths = [out_dir / f"{split}_{k:06d}.bin" for k in range(state["shards"])]
     budget.taken = dict(state["taken"])
     read, n_read_bytes = state["read"], state["bytes"]
