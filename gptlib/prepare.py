@@ -272,11 +272,12 @@ def tokenize_to_shards(
                     )
                 if budget.full:
                     break
-            done = sum(budget.taken.values()) if budget.tokens else read
-            bar.update(done - bar.n)
+            tokens = sum(budget.taken.values())
+            bar.update((tokens if budget.tokens else read) - bar.n)
             seconds = max(time.perf_counter() - start, 1e-9)
             mb_s = (n_read_bytes - start_bytes) / seconds / 1e6
-            bar.set_postfix(docs=f"{read:,}", MB_s=f"{mb_s:.1f}", refresh=False)
+            shown = dict(docs=f"{read:,}", tokens=f"{tokens:,}", MB_s=f"{mb_s:.1f}")
+            bar.set_postfix(shown, refresh=False)
             if budget.full:
                 break
         if filled or not paths:
