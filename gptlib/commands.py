@@ -11,7 +11,7 @@ from .common import first_line, positive_int
 from .config import CONFIGS_DIR, config_names, find_config, load_config
 from .device import DTYPES
 from .evaluate import evaluate_model
-from .prepare import prepare_data
+from .prepare import prepare_data, prepared_summary
 from .train import Trainer
 
 # %% ../notebooks/05_training.ipynb #75e5067a
@@ -65,6 +65,9 @@ def prepare_command(argv) -> int:
     except _ERRORS as e:
         return _failed("prepare", e)
     print(f"prepared {cfg.data.source} in {out}")
+    for split, s in prepared_summary(out).items():
+        sets = ", ".join(f"{k} {v:,}" for k, v in s["sets"].items())
+        print(f"  {split}: {s['docs']:,} documents, {s['tokens']:,} tokens ({sets})")
     return 0
 
 

@@ -49,6 +49,7 @@ from gptlib.prepare import (
     corpus_split,
     data_is_prepared,
     prepare_data,
+    prepared_summary,
     tokenize_to_shards,
 )
 from gptlib.pretrained import CheckpointError
@@ -847,7 +848,14 @@ def test_prepare_command_prepares_once(tmp_path, capsys):
         tmp_path / "data", tmp_path / "run", "data.documents=50", "data.val_documents=5"
     )
     assert prepare_command(args) == 0
-    assert capsys.readouterr().out == f"prepared stories in {tmp_path / 'data'}\n"
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"prepared stories in {tmp_path / 'data'}"
+    summary = prepared_summary(tmp_path / "data")
+    assert out[1] == (
+        f"  train: 50 documents, {summary['train']['tokens']:,} tokens "
+        f"(all {summary['train']['tokens']:,})"
+    )
+    assert out[2].startswith("  val: 5 documents, ")
     cfg = load_config(None, args)
     assert data_is_prepared(cfg.data) and len(load_split(tmp_path / "data", "val")) == 1
 
