@@ -6,6 +6,7 @@
 #   make execute NB=notebooks/NN_name.ipynb   re-run a notebook and store its outputs
 #   make test-portable   every notebook under nbval on the plainest CPU code paths, one thread
 #   make diagrams        redraw the SVG diagrams in book/figures from book/figures/make_diagrams.py
+#   make playground      chapter 7's playground as a web page (Voila), at http://127.0.0.1:8866
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +18,7 @@ JOBS   ?= 2
 # one target at a time, in the order given: `test` relies on it even under `make -j`
 .NOTPARALLEL:
 
-.PHONY: browser install export execute diagrams check-export lint format test test-unit test-notebooks test-portable mathjax book book-strict lab clean
+.PHONY: playground browser install export execute diagrams check-export lint format test test-unit test-notebooks test-portable mathjax book book-strict lab clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -106,6 +107,10 @@ test: browser check-export lint test-notebooks test-unit book-strict
 book: export mathjax
 	$(VENV)/bin/jupyter-book build . --quiet
 	@echo "The site is built: open file://$(CURDIR)/_build/html/index.html"
+
+# the playground alone, no code shown: book/playground_app.ipynb served by Voila
+playground: $(STAMP)
+	$(VENV)/bin/voila book/playground_app.ipynb --Voila.ip=127.0.0.1 --port=8866
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
