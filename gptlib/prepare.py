@@ -185,6 +185,11 @@ def _saved_progress(out_dir: Path, split: str, key: dict) -> dict | None:
     return state
 
 
+def _save_progress(out_dir: Path, split: str, state: dict) -> None:
+    text = json.dumps(state)
+    write_atomically(_progress_file(out_dir, split), lambda tmp: tmp.write_text(text))
+
+
 def _texts_and_sets(items: Iterable, budget: "TokenBudget") -> Iterator[tuple]:
     """(text, set) pairs; a document of a set without weight becomes "" (not encoded)."""
     for item in items:
@@ -226,6 +231,10 @@ def tokenize_to_shards(
     key.update(tokens=budget.tokens, weights=budget.weights)
     empty = dict(key=key, shards=0, read=0, carry=[], taken={}, bytes=0)
     state = (resume and _saved_progress(out_dir, split, key)) or empty
+    paths = [out_dir / f"{split}_{k:06d}.bin" for k in range(state["shards"])]
+    if state.get("done"):  # this split was finished by the run that stopped
+        budget.taken = dict(state["taken"])
+        return paths
     for old in out_dir.glob(f"{split}_*.bin"):  # all but the shards kept by `state`
         index = old.stem.removeprefix(f"{split}_")
         if not (index.isdigit() and int(index) < state["shards"]):
@@ -233,7 +242,6 @@ def tokenize_to_shards(
     workers = num_workers if num_workers is not None else os.cpu_count() or 1
     meta = dict(tokenizer=tokenizer.name, vocab_size=tokenizer.vocab_size)
     meta["tokenizer_id"] = identity
-    paths = [out_dir / f"{split}_{k:06d}.bin" for k in range(state["shards"])]
     budget.taken = dict(state["taken"])
     read, n_read_bytes = state["read"], state["bytes"]
     pending = [np.array(state["carry"], dtype=np.uint32)]  # ids not yet in a shard
@@ -258,18 +266,19 @@ def tokenize_to_shards(
                 pending.append(ids[ends[k] - lengths[k] : ends[k]])
                 filled += int(lengths[k])
                 n_docs, n_bytes = n_docs + 1, n_bytes + int(doc_bytes[k])
-                while filled >= shard_tokens:  # a document belongs where it starts
+                if filled >= shard_tokens:
                     flat = np.concatenate(pending)
-                    write(flat[:shard_tokens])
-                    pending, filled = [flat[shard_tokens:]], filled - shard_tokens
-                    n_docs = n_bytes = 0
-                    saved = dict(key=key, shards=len(paths), read=read)
-                    saved.update(carry=pending[0].tolist(), taken=budget.taken)
-                    text = json.dumps(saved | {"bytes": n_read_bytes})
-                    write_atomically(
-                        _progress_file(out_dir, split),
-                        lambda tmp, text=text: tmp.write_text(text),
+                    while (
+                        len(flat) >= shard_tokens
+                    ):  # a document belongs where it starts
+                        write(flat[:shard_tokens])
+                        flat, n_docs, n_bytes = flat[shard_tokens:], 0, 0
+                    pending, filled = [flat], len(flat)
+                    saved = dict(
+                        key=key, shards=len(paths), read=read, bytes=n_read_bytes
                     )
+                    saved.update(carry=flat.tolist(), taken=budget.taken)
+                    _save_progress(out_dir, split, saved)
                 if budget.full:
                     break
             tokens = sum(budget.taken.values())
@@ -282,7 +291,8 @@ def tokenize_to_shards(
                 break
         if filled or not paths:
             write(np.concatenate(pending))
-    _progress_file(out_dir, split).unlink(missing_ok=True)
+    done = dict(key=key, shards=len(paths), done=True, taken=budget.taken)
+    _save_progress(out_dir, split, done)  # prepare_data removes it when all is done
     return paths
 
 
@@ -355,6 +365,9 @@ def prepare_data(cfg, *, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "prepared.json").unlink(missing_ok=True)
     resume = _read_json(out / "preparing.json") == key  # a stopped run of the same
+    if not resume:  # nothing of another run's may be taken for this one's
+        for stale in (TOKENIZER_FILE, "train.progress.json", "val.progress.json"):
+            (out / stale).unlink(missing_ok=True)
     (out / "preparing.json").write_text(json.dumps(key))
     if resume and (out / TOKENIZER_FILE).is_file():
         tokenizer = BPETokenizer.load(out / TOKENIZER_FILE)
@@ -387,7 +400,8 @@ def prepare_data(cfg, *, progress: bool = True) -> Path:
             raise ShardError(f"{cfg.source}: {_empty_split(cfg, split)}")
         summary[split] = counts | {"sets": dict(sorted(budget.taken.items()))}
     (out / "prepared.json").write_text(json.dumps({"settings": key, "splits": summary}))
-    (out / "preparing.json").unlink()
+    for name in ("preparing.json", "train.progress.json", "val.progress.json"):
+        (out / name).unlink(missing_ok=True)
     return out
 
 

@@ -120,8 +120,15 @@ class Speedometer:
     (True, 1.2)
     """
 
-    def __init__(self, flops_per_token: float, peak_flops: float | None = None):
-        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+    def __init__(
+        self, flops_per_token: float, peak_flops: float | None = None, sync=None
+    ):
+        # sync: waits for the device (torch.cuda.synchronize), so a pause starts clean
+        self.flops_per_token, self.peak_flops, self.sync = (
+            flops_per_token,
+            peak_flops,
+            sync,
+        )
         self.laps, self.warm_tokens, self.warm_seconds = 0, 0, 0.0
         self.start, self.tokens = time.perf_counter(), 0
 
@@ -143,6 +150,8 @@ class Speedometer:
     @contextlib.contextmanager
     def paused(self):
         """Time spent within does not count."""
+        if self.sync is not None:  # the training queued so far belongs to this lap
+            self.sync()
         start = time.perf_counter()
         try:
             yield

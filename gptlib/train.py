@@ -63,6 +63,10 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.dtype = resolve_dtype(t.dtype, self.device)
+        if t.parallel == "fsdp" and self.dtype == torch.float16 and self.dist.enabled:
+            raise ConfigError(
+                "training.parallel=fsdp: this GPU has no bfloat16; use ddp"
+            )
         self._tf32 = torch.backends.cuda.matmul.allow_tf32  # restored by close()
         if self.device.type == "cuda":  # TF32: float32 products at 10-bit mantissa
             torch.backends.cuda.matmul.allow_tf32 = t.tf32
@@ -129,7 +133,7 @@ class Trainer:
         if self.dist.enabled and t.parallel == "ddp":
             self.model = replicate_model(self.model, self.device)
         # on the device, read at log steps: [step, first step of a bad loss, its loss]
-        self._watched = torch.tensor([self.step, 0.0, 0.0], device=self.device)
+        self._watched = torch.tensor([self.step, 0.0, 0.0, 0.0], device=self.device)
         self._prefetched: dict = {}  # the next step's micro-batches, on their way
 
     def _build_model(self, vocab: int) -> GPT:
@@ -275,12 +279,14 @@ class Trainer:
         if self.dist.enabled:
             torch.distributed.all_reduce(loss_sum)
         loss = loss_sum / t.grad_accum
-        self._watch(loss)
         grad_norm = torch.full((), math.nan)
         if t.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             params = self.raw_model.parameters()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        # under float16's scaler an infinite gradient is expected: the scaler skips it
+        watch_norm = t.grad_clip > 0 and not self.scaler.is_enabled()
+        self._watch(loss, grad_norm if watch_norm else None)
         # float16 only: the scaler's scale is read (a wait) to see if it skipped
         scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.step(self.optimizer)
@@ -291,23 +297,28 @@ class Trainer:
         self.tokens_seen += self.tokens_per_step
         return dict(loss=loss, lr=lr, grad_norm=grad_norm, skipped=skipped)
 
-    def _watch(self, loss: torch.Tensor) -> None:
-        """Remember, on the device, the first step whose loss is not finite."""
-        w = self._watched
+    def _watch(self, loss: torch.Tensor, norm: torch.Tensor | None) -> None:
+        """Remember, on the device, the first step whose loss or gradient norm is not
+        finite: either puts NaN into the weights."""
+        w = self._watched  # step, first bad step, its loss, its gradient norm
         w[0] += 1
-        first = ~torch.isfinite(loss) & (w[1] == 0)
-        w[1:] = torch.where(first, torch.stack([w[0], loss.float()]), w[1:])
+        norm = torch.zeros_like(loss) if norm is None else norm
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        first = ~(torch.isfinite(loss) & torch.isfinite(norm)) & (w[1] == 0)
+        now = torch.stack([w[0], loss.float(), norm.float().to(w.device)])
+        w[1:] = torch.where(first, now, w[1:])
 
     def _check_finite(self) -> None:
         """Stop if a loss was not finite since the start (this waits for the GPU)."""
         if step := int(self._watched[1]):
-            where = "no checkpoint was written yet"
-            if self.last_checkpoint:
-                path, good = self.last_checkpoint
-                where = f"the last good checkpoint is {path} (step {good})"
+            loss, norm = (float(v) for v in self._watched[2:])
+            where, last = "no checkpoint was written yet", self.last_checkpoint
+            if last:
+                where = f"the last good checkpoint is {last[0]} (step {last[1]})"
+            norm = "" if math.isfinite(norm) else f", gradient norm {norm},"
             raise NonFiniteLossError(
-                f"loss is {float(self._watched[2])} at step {step}: training stopped; "
-                f"{where}; resume with a lower training.lr or warmup"
+                f"loss is {loss}{norm} at step {step}: training stopped; {where}; "
+                "resume with a lower training.lr or warmup"
             )
 
     @staticmethod
@@ -328,15 +339,11 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Loss, perplexity and bits per byte on the fixed validation windows."""
-        n, rank, world = (
-            self.cfg.training.eval_batches,
-            self.dist.rank,
-            self.dist.world_size,
-        )
+        n, world = self.cfg.training.eval_batches, self.dist.world_size
         total = torch.zeros(2, device=self.device)  # sum of losses, number of batches
         with eval_mode(self.eval_model):
             # as many forwards on every rank (FSDP's gathers need all), extras count 0
-            for k in range(rank, -(-n // world) * world, world):
+            for k in range(self.dist.rank, -(-n // world) * world, world):
                 x, y = (
                     v.to(self.device) for v in self.val_sampler.batch(0, min(k, n - 1))
                 )
@@ -364,7 +371,8 @@ class Trainer:
         last_eval = {}
         # the rate counts every process's tokens; no peak known: no MFU
         peak = self.peak_flops and self.peak_flops * self.dist.world_size
-        meter = self.speed = Speedometer(self.flops_per_token, peak)
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else None
+        meter = self.speed = Speedometer(self.flops_per_token, peak, sync)
         options = dict(initial=self.step, desc="training", unit="step")
         with progress_bar(total=end, disable=not show, **options) as bar:
             while self.step < end:
@@ -419,6 +427,7 @@ class Trainer:
                 self.logger.close()
             torch.set_num_threads(self._threads)
             torch.backends.cuda.matmul.allow_tf32 = self._tf32
+            torch.backends.cudnn.allow_tf32 = self._tf32
             if self.dist.enabled and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
         finally:

@@ -195,7 +195,8 @@ def test_a_killed_prepare_resumes_to_identical_shards(tmp_path, kill_at):
     whole = tokenize_to_shards(stories, tok, tmp_path / "whole", **options)
     assert [p.name for p in resumed] == [p.name for p in whole]
     assert all(filecmp.cmp(a, b, shallow=False) for a, b in zip(resumed, whole))
-    assert not (out / "train.progress.json").exists()
+    done = json.loads((out / "train.progress.json").read_text())
+    assert done["done"] and done["shards"] == len(whole)
     # it went on from the saved position: the shards written before the kill were kept
     assert {p.name: p.stat().st_mtime_ns for p in kept} == written
     headers = [read_shard(p).header for p in resumed]
@@ -244,3 +245,70 @@ def test_prepare_data_resumes_a_stopped_run_of_the_same_settings(
         assert len(a) == len(b)
         assert all(filecmp.cmp(x.path, y.path, shallow=False) for x, y in zip(a, b))
     assert not (tmp_path / "a" / "preparing.json").exists()
+
+
+def test_a_document_longer_than_a_shard_resumes_to_identical_shards(tmp_path):
+    """Stopped between two shards of one long document, the run resumes to the same
+    shards and headers as one that never stopped."""
+    tok = train_bpe(generate_stories(50), vocab_size=300)
+    texts = ["a short one.", " ".join(generate_stories(6)), "another short one."]
+    options = dict(shard_tokens=200, num_workers=1, chunk_docs=1, progress=False)
+    whole = tokenize_to_shards(texts, tok, tmp_path / "whole", **options)
+    assert len(whole) > 4  # the long document fills several shards
+
+    def stopped_after_two(items):
+        yield from items[:2]
+        raise KeyboardInterrupt
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_to_shards(stopped_after_two(texts), tok, out, **options)
+    saved = json.loads((out / "train.progress.json").read_text())
+    assert saved["read"] == 2 and len(saved["carry"]) < 200
+    resumed = tokenize_to_shards(texts, tok, out, resume=True, **options)
+    assert [read_shard(p).header for p in resumed] == [
+        read_shard(p).header for p in whole
+    ]
+    assert all(filecmp.cmp(a, b, shallow=False) for a, b in zip(resumed, whole))
+    headers = [read_shard(p).header for p in whole]
+    assert [h["n_docs"] for h in headers[:3]] == [2, 0, 0]  # where each document starts
+
+
+def test_a_finished_split_is_not_tokenized_again(tmp_path):
+    tok = train_bpe(generate_stories(50), vocab_size=300)
+    stories = generate_stories(200)
+    options = dict(shard_tokens=5000, num_workers=1, progress=False)
+    first = tokenize_to_shards(stories, tok, tmp_path, **options)
+    written = {p: p.stat().st_mtime_ns for p in first}
+
+    def never(items):
+        raise AssertionError("a finished split was read again")
+        yield
+
+    again = tokenize_to_shards(never(stories), tok, tmp_path, resume=True, **options)
+    assert again == first and {p: p.stat().st_mtime_ns for p in again} == written
+
+
+def test_a_new_prepare_never_takes_the_tokenizer_of_another(
+    files, tmp_path, monkeypatch
+):
+    """A prepare with other settings, stopped while it trains its tokenizer, must not
+    pick up the tokenizer of the run before it when started again."""
+    import gptlib.prepare as prepare
+
+    old = load_config("tinystories-small", local(files["tiny"], tmp_path)).data
+    prepare_data(old, progress=False)
+    new = load_config(
+        "tinystories-small", local(files["tiny"], tmp_path, "data.vocab_size=400")
+    ).data
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "train_bpe", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_data(new, progress=False)
+    monkeypatch.undo()
+    prepare_data(new, progress=False)
+    assert BPETokenizer.load(tmp_path / "tokenizer.txt").vocab_size == 400
+    assert read_shard(load_split(tmp_path, "train")[0].path).header["vocab_size"] == 400

@@ -863,3 +863,29 @@ def test_prepare_command_prepares_once(tmp_path, capsys):
 def test_the_peak_is_unknown_on_a_cpu_and_the_mfu_says_n_a():
     # a measured matrix product is no peak: the model's own products beat it (MFU 160%)
     assert peak_flops(torch.device("cpu"), torch.float32) is None
+
+
+def test_a_broken_gradient_with_a_finite_loss_stops_too(
+    data_dir, tmp_path, monkeypatch
+):
+    """A NaN gradient norm puts NaN into the weights even when the loss is finite: the
+    trainer stops at that step and never checkpoints what followed."""
+    real, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def broken_at_step_3(params, max_norm):
+        norm = real(params, max_norm)
+        calls.append(1)
+        return torch.full_like(norm, math.nan) if len(calls) == 3 else norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", broken_at_step_3)
+    cfg = load_config(
+        None,
+        tiny(data_dir, tmp_path, "training.max_steps=6", "training.log_interval=5",
+             "training.ckpt_interval=2"),
+    )  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=r"gradient norm nan, at step 3:") as e:
+        train(cfg)
+    assert "the last good checkpoint is" in str(e.value) and "(step 2)" in str(e.value)
+    assert (
+        load_checkpoint(tmp_path / "ckpt.pt")["step"] == 2
+    )  # step 4's was never written
