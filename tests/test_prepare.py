@@ -53,7 +53,7 @@ def local(source, data_dir, *extra) -> list[str]:
         "data.vocab_size=300",
         "data.bpe_documents=200",
         "data.val_fraction=0.1",
-        "data.num_workers=2",
+        "data.num_workers=1",
         "data.shard_tokens=20000",
         *extra,
     ]
@@ -188,7 +188,7 @@ def test_a_killed_prepare_resumes_to_identical_shards(tmp_path, kill_at):
     assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
     saved = json.loads((out / "train.progress.json").read_text())
     assert 0 < saved["shards"] and 0 < saved["read"] <= kill_at
-    options = dict(shard_tokens=8000, num_workers=2, chunk_docs=16, progress=False)
+    options = dict(shard_tokens=8000, num_workers=1, chunk_docs=16, progress=False)
     kept = sorted(out.glob("train_*.bin"))[: saved["shards"]]
     written = {p.name: p.stat().st_mtime_ns for p in kept}
     resumed = tokenize_to_shards(stories, tok, out, resume=True, **options)
