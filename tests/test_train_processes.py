@@ -173,6 +173,22 @@ def test_kill_while_writing_leaves_a_loadable_checkpoint(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
+def two_processes_and_one(script, data_dir, tmp_path, extra, *two_only) -> None:
+    """Run `script` with the tiny run's overrides `extra`: under torchrun with 2 gloo
+    processes into tmp_path/two (with `two_only` too), then as 1 process into
+    tmp_path/one."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    runs = {
+        "two": [str(torchrun), "--standalone", "--nproc_per_node=2", str(script)],
+        "one": [sys.executable, str(script)],
+    }
+    for name, command in runs.items():
+        more = two_only if name == "two" else ()
+        args = tiny(data_dir, tmp_path / name, *extra, *more)
+        run = subprocess.run([*command, *args], env=ENV, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-3000:]
+
+
 DDP_STEP = """
 import sys, torch
 from gptlib.config import load_config
@@ -191,27 +207,7 @@ def test_ddp_two_processes_equal_one_with_accumulation(data_dir, tmp_path):
     script = tmp_path / "step.py"
     script.write_text(DDP_STEP)
     extra = ("model.dropout=0.0", "training.grad_accum=2", "training.max_steps=1")
-    torchrun = Path(sys.executable).parent / "torchrun"
-    two = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node=2",
-            str(script),
-            *tiny(data_dir, tmp_path / "two", *extra),
-        ],
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run(
-        [sys.executable, str(script), *tiny(data_dir, tmp_path / "one", *extra)],
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
-    assert one.returncode == 0, one.stderr[-3000:]
+    two_processes_and_one(script, data_dir, tmp_path, extra)
     a, b = (
         torch.load(tmp_path / "two" / "step.pt"),
         torch.load(tmp_path / "one" / "step.pt"),
@@ -302,22 +298,7 @@ def test_fsdp_two_processes_equal_one_with_accumulation(data_dir, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(FSDP_RUN)
     extra = ("model.dropout=0.0", "training.grad_accum=2", "training.max_steps=6")
-    torchrun = Path(sys.executable).parent / "torchrun"
-    two_args = tiny(data_dir, tmp_path / "two", *extra, "training.parallel=fsdp")
-    two = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", str(script), *two_args],
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run(
-        [sys.executable, str(script), *tiny(data_dir, tmp_path / "one", *extra)],
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
-    assert one.returncode == 0, one.stderr[-3000:]
+    two_processes_and_one(script, data_dir, tmp_path, extra, "training.parallel=fsdp")
     a, b = (torch.load(tmp_path / d / "run.pt") for d in ("two", "one"))
     assert (a["world"], b["world"]) == (2, 1)
     assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
