@@ -17,25 +17,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "book" / "playground_app.ipynb"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 PROMPT = "Once upon a time, Mia saw a"
 
-playwright = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-)
 pytest.importorskip("voila", reason="voila is not installed (pip install voila)")
-if not os.access(CHROMIUM, os.X_OK):
-    pytest.skip(
-        f"{CHROMIUM} is missing: `make browser` (apt-get install chromium)",
-        allow_module_level=True,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# the browser, its options and the skips when either is missing: those of the notebook's test
+from test_playground_browser import CHROMIUM, CHROMIUM_ARGS, free_port, playwright  # noqa: E402
 
 
 @pytest.fixture(scope="module")
