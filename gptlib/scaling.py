@@ -4,10 +4,12 @@
 
 # %% auto #0
 __all__ = [
+    "TINYSTORIES_BYTES_PER_TOKEN",
     "PUBLISHED_RESULTS",
     "describe_device",
     "measure_training_speed",
     "smoke_overrides",
+    "sample_at_checkpoints",
     "bits_per_byte",
 ]
 
@@ -18,8 +20,14 @@ import time
 import torch
 import torch.nn.functional as F
 
+from tqdm import tqdm
+
 from .device import autocast, fused_adamw_available, peak_flops
 from .model import GPT, GPTConfig, flops_per_token
+from .parallel import whole_model
+from .sampling import generate_text
+from .shards import TOKENIZER_FILE
+from .tokenizer import BPETokenizer
 
 
 # %% ../notebooks/08_scaling.ipynb #ch8-03
@@ -134,6 +142,39 @@ def smoke_overrides(data_file, out_dir) -> list[str]:
     ]
 
 
+# %% ../notebooks/08_scaling.ipynb #b58831b9
+def sample_at_checkpoints(prompts, max_new_tokens: int = 60, seed: int = 0, **options):
+    """A hook for `Trainer(cfg, on_checkpoint=...)`: at every checkpoint, continue each
+    of `prompts` (a string or a list of them) with the model being trained, record the
+    text in the run's metrics.jsonl, and show it when the run shows progress (section
+    8.6). `options`: chapter 6's (`temperature`, `top_k`, ...); the `seed` gives the
+    samples a generator of their own, so the training's random state is untouched."""
+    prompts = [prompts] if isinstance(prompts, str) else prompts
+    texts = isinstance(prompts, list | tuple) and all(
+        isinstance(p, str) for p in prompts
+    )
+    if not (texts and prompts):
+        raise ValueError(f"prompts={prompts!r:.80}: give a string or a list of strings")
+    tokenizer = None  # the run's, read at the first checkpoint
+
+    def hook(trainer) -> None:
+        nonlocal tokenizer
+        model = whole_model(trainer.raw_model)  # on every rank: FSDP gathers it
+        if not trainer.dist.is_main:
+            return
+        if tokenizer is None:
+            tokenizer = BPETokenizer.load(trainer.out_dir / TOKENIZER_FILE)
+        for prompt in prompts:
+            text = generate_text(
+                model, tokenizer, prompt, max_new_tokens, seed=seed, **options
+            )[0]
+            trainer.logger.log({"step": trainer.step, "prompt": prompt, "sample": text})
+            if trainer.cfg.training.progress:
+                tqdm.write(f"step {trainer.step}: {prompt}{text}")
+
+    return hook
+
+
 # %% ../notebooks/08_scaling.ipynb #ch8-32
 def bits_per_byte(loss: float, bytes_per_token: float) -> float:
     """A loss in nats per token, as bits per UTF-8 byte of the text (section 8.7).
@@ -144,6 +185,11 @@ def bits_per_byte(loss: float, bytes_per_token: float) -> float:
     return loss / math.log(2) / bytes_per_token
 
 
+# UTF-8 bytes per token on TinyStories: 1,097 stories of its train split, measured by
+# bench/bytes_per_token.py; Llama 2's with a BOS before each story, as llama2.c encodes
+# them, GPT-2's with an <|endoftext|> after each, as `gptlib prepare` does
+TINYSTORIES_BYTES_PER_TOKEN = {"Llama 2": 3.698, "GPT-2": 4.008}
+
 # published TinyStories validation losses (nats per token), with what they measured
 PUBLISHED_RESULTS = [
     dict(
@@ -151,6 +197,7 @@ PUBLISHED_RESULTS = [
         parameters=15e6,
         loss=1.072,
         tokenizer="Llama 2 (32,000 ids)",
+        bytes_per_token=TINYSTORIES_BYTES_PER_TOKEN["Llama 2"],
         source="llama2.c README",
     ),
     dict(
@@ -158,6 +205,7 @@ PUBLISHED_RESULTS = [
         parameters=42e6,
         loss=0.847,
         tokenizer="Llama 2 (32,000 ids)",
+        bytes_per_token=TINYSTORIES_BYTES_PER_TOKEN["Llama 2"],
         source="llama2.c README",
     ),
     dict(
@@ -165,6 +213,7 @@ PUBLISHED_RESULTS = [
         parameters=110e6,
         loss=0.760,
         tokenizer="Llama 2 (32,000 ids)",
+        bytes_per_token=TINYSTORIES_BYTES_PER_TOKEN["Llama 2"],
         source="llama2.c README",
     ),
 ]

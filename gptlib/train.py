@@ -56,8 +56,10 @@ class Trainer:
     >>> trainer.close()
     """
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, on_checkpoint=None):
         self.cfg, t = cfg, cfg.training
+        # on_checkpoint(self) runs after each checkpoint, on every rank (section 8.6)
+        self.on_checkpoint = on_checkpoint or (lambda trainer: None)
         self.dist, self.device = setup_distributed(t.device)
         self._threads = torch.get_num_threads()  # restored by close()
         if t.threads:
@@ -67,10 +69,10 @@ class Trainer:
             raise ConfigError(
                 "training.parallel=fsdp: this GPU has no bfloat16; use ddp"
             )
-        self._tf32 = torch.backends.cuda.matmul.allow_tf32  # restored by close()
+        b = torch.backends
+        self._tf32 = b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32  # restored by close()
         if self.device.type == "cuda":  # TF32: float32 products at 10-bit mantissa
-            torch.backends.cuda.matmul.allow_tf32 = t.tf32
-            torch.backends.cudnn.allow_tf32 = t.tf32
+            b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = t.tf32
         self.out_dir, self._lock = Path(t.out_dir), None
         try:
             if self.dist.is_main:  # one run per folder (section 5.6)
@@ -396,6 +398,7 @@ class Trainer:
                         last_eval = self._evaluate_and_keep_best(bar if show else None)
                     if due(t.ckpt_interval):
                         self.save()
+                        self.on_checkpoint(self)  # e.g. samples (section 8.6)
         self._check_finite()
         return last_eval or self.evaluate()
 
@@ -426,8 +429,8 @@ class Trainer:
             if hasattr(self, "logger"):  # not when setting up failed
                 self.logger.close()
             torch.set_num_threads(self._threads)
-            torch.backends.cuda.matmul.allow_tf32 = self._tf32
-            torch.backends.cudnn.allow_tf32 = self._tf32
+            b = torch.backends
+            b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32 = self._tf32
             if self.dist.enabled and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
         finally:

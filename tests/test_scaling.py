@@ -8,19 +8,26 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_run
 
+from gptlib.checkpoint import CHECKPOINT_FILE, load_model
 from gptlib.commands import configs_command
 from gptlib.config import build_gpt_config, config_names, load_config
 from gptlib.model import GPT, param_count, preset
 from gptlib.pretrained import gpt_to_hf
+from gptlib.records import read_metrics
+from gptlib.sampling import generate_text
 from gptlib.scaling import (
     PUBLISHED_RESULTS,
+    TINYSTORIES_BYTES_PER_TOKEN,
     _loss,
     bits_per_byte,
     describe_device,
     measure_training_speed,
+    sample_at_checkpoints,
     smoke_overrides,
 )
+from gptlib.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 # parameters of each shipped config's model with GPT-2's padded vocabulary (or the BPE's)
@@ -92,6 +99,66 @@ def test_bits_per_byte_and_the_published_rows():
     assert bits_per_byte(math.log(2) * 8, 2.0) == pytest.approx(4.0)
     assert {r["source"] for r in PUBLISHED_RESULTS} == {"llama2.c README"}
     assert [r["loss"] for r in PUBLISHED_RESULTS] == [1.072, 0.847, 0.760]
+    # llama2.c's rows in bits per byte: Llama 2's tokens are shorter than GPT-2's
+    llama2 = TINYSTORIES_BYTES_PER_TOKEN["Llama 2"]
+    assert {r["bytes_per_token"] for r in PUBLISHED_RESULTS} == {llama2}
+    assert llama2 < TINYSTORIES_BYTES_PER_TOKEN["GPT-2"]
+    bpb = [bits_per_byte(r["loss"], r["bytes_per_token"]) for r in PUBLISHED_RESULTS]
+    assert bpb == pytest.approx([0.4182, 0.3304, 0.2965], abs=1e-4)
+
+
+def test_the_bytes_per_token_bench_splits_tinystories_into_its_stories(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bytes_per_token import read_stories
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    text = tmp_path / "stories.txt"
+    text.write_text(
+        "Tom ran.\n\nHe fell.\nLily sang.\n\n\nThe end.\n", encoding="utf-8"
+    )
+    assert read_stories(text) == ["Tom ran.\n\nHe fell.", "Lily sang.\n\n\nThe end."]
+
+
+def _run(data_dir, out_dir, on_checkpoint=None) -> Trainer:
+    overrides = ("model.n_layer=1", "training.max_steps=4", "training.ckpt_interval=2")
+    trainer = Trainer(
+        load_config(None, tiny_run(data_dir, out_dir, *overrides)), on_checkpoint
+    )
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return trainer
+
+
+def test_samples_at_checkpoints_are_recorded_and_leave_the_training_alone(tmp_path):
+    options = dict(temperature=0.8, top_k=20)
+    hook = sample_at_checkpoints(["Once", "The dog"], 6, seed=3, **options)
+    sampled = _run(tmp_path / "data", tmp_path / "sampled", hook)
+    plain = _run(tmp_path / "data", tmp_path / "plain")
+    for a, b in zip(sampled.raw_model.parameters(), plain.raw_model.parameters()):
+        assert torch.equal(a, b)  # sampling drew nothing from the training's generators
+    written = [r for r in read_metrics(tmp_path / "sampled") if "sample" in r]
+    assert [(r["step"], r["prompt"]) for r in written] == [
+        (2, "Once"),
+        (2, "The dog"),
+        (4, "Once"),
+        (4, "The dog"),
+    ]
+    assert not any("sample" in r for r in read_metrics(tmp_path / "plain"))
+    # the last samples are the checkpoint's model, sampled as chapter 6 samples
+    model, tokenizer = load_model(tmp_path / "sampled" / CHECKPOINT_FILE)
+    for r in written[2:]:
+        again = generate_text(model, tokenizer, r["prompt"], 6, seed=3, **options)
+        assert again == [r["sample"]]
+
+
+@pytest.mark.parametrize("prompts", [[], 7, ["ok", None]])
+def test_sample_at_checkpoints_rejects_prompts_that_are_not_text(prompts):
+    with pytest.raises(ValueError, match="give a string or a list of strings") as e:
+        sample_at_checkpoints(prompts)
+    assert "\n" not in str(e.value)
 
 
 def test_throughput_bench_runs_on_a_cpu_with_a_tiny_preset():
