@@ -48,8 +48,8 @@ USAGE = "\n".join(
 
 def main(argv: list[str] | None = None) -> int:
     """The `gptlib` command: `gptlib COMMAND [options]`, COMMAND one of prepare, train,
-    eval, sample and configs; returns the exit status (section 7.7). It reads only the command's
-    name and hands the rest to the command, which parses its own options.
+    eval, sample and configs; returns the exit status (section 7.7). It reads only the
+    command's name and hands the rest to the command, which parses its own options.
 
     >>> main(["--help"])  # doctest: +ELLIPSIS
     usage: gptlib COMMAND [options]

@@ -25,8 +25,8 @@ from .common import check_int
 
 # %% ../notebooks/02_attention.ipynb #76c11711
 def causal_mask(t_q: int, t_k: int | None = None, device=None) -> torch.Tensor:
-    """Boolean (t_q, t_k) mask, True where a query may attend: the queries are the last t_q of
-    t_k positions and each sees the keys up to its own position (section 2.5).
+    """Boolean (t_q, t_k) mask, True where a query may attend: the queries are the last
+    t_q of t_k positions and each sees the keys up to its own position (section 2.5).
 
     >>> causal_mask(2, 4).int().tolist()
     [[1, 1, 1, 0], [1, 1, 1, 1]]
@@ -42,15 +42,17 @@ def causal_mask(t_q: int, t_k: int | None = None, device=None) -> torch.Tensor:
 
 # %% ../notebooks/02_attention.ipynb #60d64bda
 def padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Boolean key mask (B, 1, 1, T) from a batch of token ids (B, T): True where the key is a
-    real token, False where it is padding; broadcasts over heads and queries (section 2.5).
+    """Boolean key mask (B, 1, 1, T) from a batch of token ids (B, T): True where the
+    key is a real token, False where it is padding; broadcasts over heads and queries
+    (section 2.5).
 
     >>> padding_mask(torch.tensor([[5, 6, 0]]), pad_id=0).int().tolist()
     [[[[1, 1, 0]]]]
     """
     if tokens.ndim != 2:
         raise ValueError(
-            f"padding_mask needs token ids of shape (B, T), got shape {tuple(tokens.shape)}"
+            "padding_mask needs token ids of shape (B, T), got shape "
+            f"{tuple(tokens.shape)}"
         )
     return (tokens != pad_id)[:, None, None, :]
 
@@ -63,7 +65,8 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, mask) -
     )
     if q.ndim < 2 or k.ndim != q.ndim or (v is not None and v.ndim != q.ndim):
         raise ValueError(
-            f"{shapes}: q, k and v need the same number of dimensions (..., T, d), at least 2"
+            f"{shapes}: q, k and v need the same number of dimensions (..., T, d), at "
+            "least 2"
         )
     if q.shape[:-2] != k.shape[:-2] or (v is not None and v.shape[:-2] != q.shape[:-2]):
         raise ValueError(f"{shapes}: q, k and v need the same batch dimensions")
@@ -79,24 +82,27 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, mask) -
             fits = False
         if not fits:
             raise ValueError(
-                f"mask of shape {tuple(mask.shape)} does not broadcast to the scores {scores_shape}"
+                f"mask of shape {tuple(mask.shape)} does not broadcast to the scores "
+                f"{scores_shape}"
             )
         if mask.dtype != torch.bool and not mask.is_floating_point():
             raise ValueError(
-                f"mask dtype {mask.dtype} is neither bool (True = attend) nor float (added)"
+                f"mask dtype {mask.dtype} is neither bool (True = attend) nor float "
+                "(added)"
             )
 
 
 def attention_weights(
     q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Attention weights softmax(q k^T / sqrt(d) + mask), shape (..., T_q, T_k) (section 2.7).
+    """Attention weights softmax(q k^T / sqrt(d) + mask), shape (..., T_q, T_k) (section
+    2.7).
 
     `mask`: bool (True = may attend) or float (added to the scores), broadcastable to
     (..., T_q, T_k). A query with no key to attend to gets all-zero weights, never NaN.
 
     >>> w = attention_weights(torch.randn(3, 4), torch.randn(3, 4), causal_mask(3))
-    >>> torch.allclose(w.sum(-1), torch.ones(3)), w[0].tolist()[1:]  # rows sum to 1; no future
+    >>> torch.allclose(w.sum(-1), torch.ones(3)), w[0].tolist()[1:]  # no future
     (True, [0.0, 0.0])
     """
     _check_qkv(q, k, None, mask)
@@ -129,15 +135,16 @@ def attention(
     mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Scaled dot-product attention, written out: the reference for the fused kernel (section 2.7).
+    """Scaled dot-product attention, written out: the reference for the fused kernel
+    (section 2.7).
 
-    q (..., T_q, d), k (..., T_k, d), v (..., T_k, d_v) -> (..., T_q, d_v). `mask` is bool
-    (True = may attend) or float (added to the scores), broadcastable to (..., T_q, T_k);
-    a query with no key to attend to outputs zeros. `dropout_p` drops weights (always, so
-    pass 0.0 at evaluation time).
+    q (..., T_q, d), k (..., T_k, d), v (..., T_k, d_v) -> (..., T_q, d_v). `mask` is
+    bool (True = may attend) or float (added to the scores), broadcastable to (..., T_q,
+    T_k); a query with no key to attend to outputs zeros. `dropout_p` drops weights
+    (always, so pass 0.0 at evaluation time).
 
     >>> q = k = v = torch.eye(3)
-    >>> attention(q, k, v, causal_mask(3))[0].tolist()  # the first query sees only itself
+    >>> attention(q, k, v, causal_mask(3))[0].tolist()  # the first query: only itself
     [1.0, 0.0, 0.0]
     """
     _check_qkv(q, k, v, mask)
@@ -153,11 +160,12 @@ def attention(
 class MultiHeadAttention(nn.Module):
     """Multi-head attention, for self-attention and cross-attention (section 2.8).
 
-    forward(x, context=None, mask=None, is_causal=False): queries come from x (B, T_q, d_model),
-    keys and values from `context` (B, T_k, d_model), which defaults to x. `mask` is bool
-    (True = may attend) or float (added), broadcastable to (B, n_heads, T_q, T_k), e.g.
-    `padding_mask(...)` (B, 1, 1, T_k) or `causal_mask(T)`. Returns (B, T_q, d_model).
-    Set `keep_weights = True` to store the last weights (B, n_heads, T_q, T_k) in `.weights`.
+    forward(x, context=None, mask=None, is_causal=False): queries come from x (B, T_q,
+    d_model), keys and values from `context` (B, T_k, d_model), which defaults to x.
+    `mask` is bool (True = may attend) or float (added), broadcastable to (B, n_heads,
+    T_q, T_k), e.g. `padding_mask(...)` (B, 1, 1, T_k) or `causal_mask(T)`. Returns (B,
+    T_q, d_model). Set `keep_weights = True` to store the last weights (B, n_heads, T_q,
+    T_k) in `.weights`.
 
     >>> mha = MultiHeadAttention(d_model=16, n_heads=4)
     >>> mha(torch.randn(2, 5, 16), context=torch.randn(2, 7, 16)).shape
@@ -201,11 +209,13 @@ class MultiHeadAttention(nn.Module):
         for name, t in (("x", x), ("context", context)):
             if t.ndim != 3 or t.shape[-1] != self.d_model:
                 raise ValueError(
-                    f"{name} of shape {tuple(t.shape)} is not (B, T, d_model={self.d_model})"
+                    f"{name} of shape {tuple(t.shape)} is not (B, T, "
+                    f"d_model={self.d_model})"
                 )
         if context.shape[0] != x.shape[0]:
             raise ValueError(
-                f"x {tuple(x.shape)} and context {tuple(context.shape)} differ in batch size"
+                f"x {tuple(x.shape)} and context {tuple(context.shape)} differ in "
+                "batch size"
             )
         q, k, v = (
             self._split(self.q_proj(x)),
@@ -237,10 +247,10 @@ class MultiHeadAttention(nn.Module):
 class KVCache:
     """Preallocated keys and values of every layer, for generation (section 2.11).
 
-    Buffers (n_layer, batch_size, n_head, max_len, head_dim). `pos` positions are filled,
-    the same for every layer. `update(layer, k, v)` writes k, v (B, H, T_new, hd) at
-    [pos, pos + T_new) and returns the filled views (B, H, pos + T_new, hd); the model calls
-    `advance(T_new)` once all layers have run.
+    Buffers (n_layer, batch_size, n_head, max_len, head_dim). `pos` positions are
+    filled, the same for every layer. `update(layer, k, v)` writes k, v (B, H, T_new,
+    hd) at [pos, pos + T_new) and returns the filled views (B, H, pos + T_new, hd); the
+    model calls `advance(T_new)` once all layers have run.
 
     >>> cache = KVCache(n_layer=2, batch_size=1, n_head=2, head_dim=4, max_len=8)
     >>> k, v = cache.update(0, torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))
@@ -263,7 +273,8 @@ class KVCache:
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write this layer's new keys and values at `pos`; return all cached ones so far."""
+        """Write this layer's new keys and values at `pos`; return all cached ones so
+        far."""
         if not 0 <= layer < self.n_layer:
             raise ValueError(f"layer={layer} is not in [0, {self.n_layer})")
         _, B, H, _, hd = self.k.shape
@@ -274,22 +285,26 @@ class KVCache:
             or v.shape != k.shape
         ):
             raise ValueError(
-                f"k {tuple(k.shape)}, v {tuple(v.shape)}: expected both (B={B}, H={H}, T_new, hd={hd})"
+                f"k {tuple(k.shape)}, v {tuple(v.shape)}: expected both (B={B}, "
+                f"H={H}, T_new, hd={hd})"
             )
         end = self.pos + k.shape[2]
         if end > self.max_len:
             raise ValueError(
-                f"KV cache full: pos {self.pos} + {k.shape[2]} new positions > max_len {self.max_len}"
+                f"KV cache full: pos {self.pos} + {k.shape[2]} new positions > "
+                f"max_len {self.max_len}"
             )
         self.k[layer, :, :, self.pos : end] = k
         self.v[layer, :, :, self.pos : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
     def advance(self, n: int) -> None:
-        """Mark `n` more positions as cached (call once per forward pass, after the last layer)."""
+        """Mark `n` more positions as cached (call once per forward pass, after the last
+        layer)."""
         if n < 0 or self.pos + n > self.max_len:
             raise ValueError(
-                f"cannot advance the KV cache by {n}: pos {self.pos}, max_len {self.max_len}"
+                f"cannot advance the KV cache by {n}: pos {self.pos}, max_len "
+                f"{self.max_len}"
             )
         self.pos += n
 
@@ -305,12 +320,14 @@ class KVCache:
 
 # %% ../notebooks/02_attention.ipynb #326899fb
 class CausalSelfAttention(nn.Module):
-    """Causal multi-head self-attention with GPT-2's parameter names, for GPT (section 2.11).
+    """Causal multi-head self-attention with GPT-2's parameter names, for GPT (section
+    2.11).
 
-    c_attn: Linear(n_embd, 3 n_embd), queries, keys, values in that order; c_proj: Linear(n_embd, n_embd).
-    forward(x, kv_cache=None, layer=0): x (B, T, n_embd) -> (B, T, n_embd). With a `KVCache`,
-    the T tokens sit at positions kv_cache.pos .. pos + T - 1 and attend to everything cached
-    before them; the caller advances the cache. `use_sdpa=False` runs the explicit `attention`.
+    c_attn: Linear(n_embd, 3 n_embd), queries, keys, values in that order; c_proj:
+    Linear(n_embd, n_embd). forward(x, kv_cache=None, layer=0): x (B, T, n_embd) -> (B,
+    T, n_embd). With a `KVCache`, the T tokens sit at positions kv_cache.pos .. pos + T
+    - 1 and attend to everything cached before them; the caller advances the cache.
+    `use_sdpa=False` runs the explicit `attention`.
 
     >>> attn = CausalSelfAttention(n_embd=16, n_head=4)
     >>> attn(torch.randn(2, 5, 16)).shape
@@ -365,7 +382,7 @@ class CausalSelfAttention(nn.Module):
         if self.use_sdpa:
             if pos == 0:  # square and causal: the kernel's own causal path
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-            else:  # one new token sees everything cached; a chunk needs the shifted diagonal
+            else:  # a new token sees all the cache; a chunk needs the shifted diagonal
                 mask = None if T == 1 else causal_mask(T, pos + T, device=x.device)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:

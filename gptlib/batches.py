@@ -17,7 +17,8 @@ class BatchSampler:
 
     Micro-batch `micro` of step `step` depends only on (seed, step, micro), so the
     sampler's state is its position (the next step) and process `rank` of `world_size`
-    takes the micro-batches rank, rank + world_size, ... of the `grad_accum` in each step.
+    takes the micro-batches rank, rank + world_size, ... of the `grad_accum` in each
+    step.
 
     >>> import numpy as np
     >>> from gptlib.batches import BatchSampler
@@ -40,7 +41,8 @@ class BatchSampler:
     ):
         if grad_accum % world_size:
             raise ValueError(
-                f"training.grad_accum={short_repr(grad_accum)} must be a multiple of the "
+                f"training.grad_accum={short_repr(grad_accum)} must be a multiple of "
+                "the "
                 f"number of processes ({world_size})"
             )
         # Shards (their memory-mapped ids) or arrays of ids
@@ -65,7 +67,8 @@ class BatchSampler:
         self.position = 0  # the next step to draw
 
     def batch(self, step: int, micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Micro-batch `micro` of step `step`: x and y, int64 (batch_size, block_size)."""
+        """Micro-batch `micro` of step `step`: x and y, int64 (batch_size,
+        block_size)."""
         rng = np.random.default_rng([self.seed, step, micro])
         # one start among the windows of all shards, then the shard it falls in
         g = rng.integers(0, self.ends[-1], size=self.batch_size)

@@ -49,7 +49,8 @@ def pair_counts(chunks: Iterable[list[int]]) -> Counter:
 
 # %% ../notebooks/01_tokenizer.ipynb #47a92701
 def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """`ids` with each occurrence of `pair`, left to right and not overlapping, replaced by `new_id` (section 1.2).
+    """`ids` with each occurrence of `pair`, left to right and not overlapping, replaced
+    by `new_id` (section 1.2).
 
     >>> merge_pair([1, 1, 1, 2, 1, 1], (1, 1), 256)
     [256, 1, 2, 256]
@@ -69,11 +70,13 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 def learn_merges_naive(
     chunks: Iterable[list[int]], n_merges: int
 ) -> tuple[list[tuple[int, int]], list[bytes]]:
-    """The naive BPE trainer: count every pair in the corpus, merge the most frequent, repeat (section 1.3).
+    """The naive BPE trainer: count every pair in the corpus, merge the most frequent,
+    repeat (section 1.3).
 
-    Ties go to the highest count, then the smallest pair `(a, b)`; a pair whose bytes already
-    form a token is skipped. Returns `(merges, vocab)`: `merges[i]` made token `256 + i`, and
-    `vocab[id]` is the bytes of token `id`. Stops early when no pair is left.
+    Ties go to the highest count, then the smallest pair `(a, b)`; a pair whose bytes
+    already form a token is skipped. Returns `(merges, vocab)`: `merges[i]` made token
+    `256 + i`, and `vocab[id]` is the bytes of token `id`. Stops early when no pair is
+    left.
 
     >>> merges, vocab = learn_merges_naive([list(b"abab"), list(b"ab")], 2)
     >>> merges, vocab[256:]
@@ -107,7 +110,8 @@ GPT2_PATTERN = (
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 )
 GPT4_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+"""
+    r"""| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
 
@@ -123,11 +127,13 @@ def _compile(pattern: str) -> regex.Pattern:
 
 
 class TokenizerError(ValueError):
-    """Bad input to the tokenizer; the message names the value and what is allowed (section 1.4)."""
+    """Bad input to the tokenizer; the message names the value and what is allowed
+    (section 1.4)."""
 
 
 def split_text(text: str, pattern: str = GPT2_PATTERN) -> list[str]:
-    """The chunks BPE works inside: `text` cut by the regular expression `pattern` (section 1.4).
+    """The chunks BPE works inside: `text` cut by the regular expression `pattern`
+    (section 1.4).
 
     >>> split_text("Tom's dog ran 12345 m!!")
     ['Tom', "'s", ' dog', ' ran', ' 12345', ' m', '!!']
@@ -150,8 +156,8 @@ def special_tokens_regex(specials: Iterable[str]) -> regex.Pattern | None:
 
 
 def check_special_tokens(special_tokens: Iterable[str]) -> tuple[str, ...]:
-    """The special tokens as a tuple, if they are distinct non-empty strings; otherwise a
-    one-line TokenizerError (section 1.5)."""
+    """The special tokens as a tuple, if they are distinct non-empty strings; otherwise
+    a one-line TokenizerError (section 1.5)."""
     if isinstance(special_tokens, str):
         special_tokens = (special_tokens,)
     specials = tuple(special_tokens)
@@ -172,7 +178,8 @@ def training_chunks(
     pattern: str = GPT2_PATTERN,
     special_tokens: Iterable[str] = (EOT,),
 ) -> Iterator[list[str]]:
-    """The chunks of each training text: cut at special tokens (which are dropped), then by `pattern` (section 1.5).
+    """The chunks of each training text: cut at special tokens (which are dropped), then
+    by `pattern` (section 1.5).
 
     >>> list(training_chunks("Hi Tom.<|endoftext|>Bye!"))
     [['Hi', ' Tom', '.'], ['Bye', '!']]
@@ -195,7 +202,8 @@ def training_chunks(
 def bpe_encode_piece(
     piece: bytes, ranks: dict[bytes, int], max_rank: int | None = None
 ) -> list[int]:
-    """Ids of one chunk: merge the adjacent pair forming the lowest-ranked token, leftmost first (section 1.6).
+    """Ids of one chunk: merge the adjacent pair forming the lowest-ranked token,
+    leftmost first (section 1.6).
 
     Only tokens with rank below `max_rank` are used, when it is given.
 
@@ -230,7 +238,8 @@ def bpe_encode_piece(
 def _bpe_encode_long(
     piece: bytes, ranks: dict[bytes, int], max_rank: int | None = None
 ) -> list[int]:
-    """`bpe_encode_piece` in O(n log n) for long chunks: a heap of (rank, start) over a linked list."""
+    """`bpe_encode_piece` in O(n log n) for long chunks: a heap of (rank, start) over a
+    linked list."""
     n, limit, get = len(piece), (1 << 62) if max_rank is None else max_rank, ranks.get
     end = list(range(1, n + 1))  # end[s]: where the token starting at byte s ends
     prev = list(range(-1, n - 1))  # start of the token before the one starting at s
@@ -241,7 +250,8 @@ def _bpe_encode_long(
         r, s = heapq.heappop(heap)
         nxt = end[s]
         if not alive[s] or nxt >= n or get(piece[s : end[nxt]]) != r:
-            continue  # stale: one of the two tokens has merged since this entry was pushed
+            # stale: one of the two tokens has merged since this entry was pushed
+            continue
         end[s] = end[nxt]  # merge the token at nxt into the token at s
         alive[nxt] = False
         if end[s] < n:
@@ -259,8 +269,8 @@ def _bpe_encode_long(
 
 # %% ../notebooks/01_tokenizer.ipynb #c462aa6f
 def recover_merges(ranks: dict[bytes, int]) -> list[tuple[int, int]]:
-    """The merge that made each multi-byte token, in rank order: BPE on the token's bytes
-    with only lower ranks leaves exactly two parts (section 1.7)."""
+    """The merge that made each multi-byte token, in rank order: BPE on the token's
+    bytes with only lower ranks leaves exactly two parts (section 1.7)."""
     merges = []
     for token, rank in sorted(ranks.items(), key=lambda t: t[1]):
         if len(token) > 1:
@@ -276,8 +286,8 @@ def recover_merges(ranks: dict[bytes, int]) -> list[tuple[int, int]]:
 
 # %% ../notebooks/01_tokenizer.ipynb #7ea790f3
 def read_tokenizer_text(path: str | os.PathLike) -> str:
-    """The text of the tokenizer file `path`, or a one-line TokenizerError if it is missing
-    or not UTF-8 (section 1.7)."""
+    """The text of the tokenizer file `path`, or a one-line TokenizerError if it is
+    missing or not UTF-8 (section 1.7)."""
     path = Path(path)
     if not path.is_file():
         raise TokenizerError(f"tokenizer file {path} does not exist")
@@ -294,8 +304,9 @@ def read_tokenizer_text(path: str | os.PathLike) -> str:
 def read_tiktoken_ranks(
     path: str | os.PathLike, text: str | None = None, first_line: int = 1
 ) -> dict[bytes, int]:
-    """Ranks from a `tiktoken` file (one `base64(bytes) rank` line per token), checked line
-    by line; `text`, when given, is the file's text from line `first_line` on (section 1.7)."""
+    """Ranks from a `tiktoken` file (one `base64(bytes) rank` line per token), checked
+    line by line; `text`, when given, is the file's text from line `first_line` on
+    (section 1.7)."""
     path = Path(path)
     ranks, ids = {}, set()
     lines = (read_tokenizer_text(path) if text is None else text).splitlines()
@@ -326,9 +337,9 @@ def read_tiktoken_ranks(
 def learn_merges(
     chunk_counts: dict[str, int], n_merges: int
 ) -> tuple[list[tuple[int, int]], list[bytes]]:
-    """The merges and vocabulary of `learn_merges_naive`, learned from each distinct chunk
-    (a str) and its count, with the pair counts kept up to date, an index from each pair
-    to the chunks that hold it, and a lazy heap (section 1.9).
+    """The merges and vocabulary of `learn_merges_naive`, learned from each distinct
+    chunk (a str) and its count, with the pair counts kept up to date, an index from
+    each pair to the chunks that hold it, and a lazy heap (section 1.9).
 
     >>> merges, vocab = learn_merges({"abab": 1, "ab": 1}, 2)
     >>> merges, vocab[256:]

@@ -37,7 +37,8 @@ _FORMAT = "gptlib-train-checkpoint"  # a checkpoint's first key says what it is
 
 
 def _fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (POSIX); a no-op where folders cannot be opened."""
+    """Make a rename in `path` durable (POSIX); a no-op where folders cannot be
+    opened."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -146,10 +147,10 @@ def _lock(file, wait: bool) -> None:
 
 
 class RunLock:
-    """An exclusive lock on the folder `folder` until `release()` (or the end of a `with`
-    block, or of the process). If another process holds it: a RunLockedError naming its
-    PID, or with `wait`, wait for it. On a filesystem without file locks it warns and
-    goes on unlocked (section 5.6)."""
+    """An exclusive lock on the folder `folder` until `release()` (or the end of a
+    `with` block, or of the process). If another process holds it: a RunLockedError
+    naming its PID, or with `wait`, wait for it. On a filesystem without file locks it
+    warns and goes on unlocked (section 5.6)."""
 
     def __init__(self, folder, *, wait: bool = False):
         self.folder = Path(folder)

@@ -162,7 +162,8 @@ def eval_command(argv) -> int:
         return _failed("eval", e)
     bpb = r.get("bits_per_byte", float("nan"))
     print(
-        f"loss {r['loss']:.4f}  perplexity {r['perplexity']:.3f}  bits/byte {bpb:.4f}  ({r['tokens']:,} tokens)"
+        f"loss {r['loss']:.4f}  perplexity {r['perplexity']:.3f}  bits/byte {bpb:.4f} "
+        f" ({r['tokens']:,} tokens)"
     )
     return 0
 

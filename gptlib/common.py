@@ -47,7 +47,8 @@ def short_repr(value) -> str:
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of `error`'s message, or its type's name if it has none (section 0.3).
+    """The first line of `error`'s message, or its type's name if it has none (section
+    0.3).
 
     >>> first_line(ValueError("bad value\\nmore detail")), first_line(KeyError())
     ('bad value', 'KeyError')
@@ -57,8 +58,8 @@ def first_line(error: BaseException) -> str:
 
 
 def check_int(name, value, low=None, high=None, *, allow_none=False, error=ValueError):
-    """`value` if it is an integer (not a bool) in [low, high]; otherwise `error`, naming
-    `name`, the value and what is allowed (section 0.3).
+    """`value` if it is an integer (not a bool) in [low, high]; otherwise `error`,
+    naming `name`, the value and what is allowed (section 0.3).
 
     >>> check_int("top_k", 40, low=0)
     40
@@ -90,8 +91,8 @@ def check_int(name, value, low=None, high=None, *, allow_none=False, error=Value
 
 
 def positive_int(text: str) -> int:
-    """An argparse `type`: the integer `text` if it is >= 1; otherwise argparse's one-line
-    usage error names the value (section 0.3).
+    """An argparse `type`: the integer `text` if it is >= 1; otherwise argparse's
+    one-line usage error names the value (section 0.3).
 
     >>> positive_int("8")
     8
@@ -110,8 +111,8 @@ def positive_int(text: str) -> int:
 
 
 def check_float(name, value, allowed: str, ok=lambda v: True, *, error=ValueError):
-    """`value` as a float if it is a finite number (not a bool) for which `ok(value)` holds;
-    otherwise `error` naming `name`, the value and `allowed` (section 0.3).
+    """`value` as a float if it is a finite number (not a bool) for which `ok(value)`
+    holds; otherwise `error` naming `name`, the value and `allowed` (section 0.3).
 
     >>> check_float("temperature", float("inf"), "a number >= 0", lambda t: t >= 0)
     Traceback (most recent call last):
@@ -126,7 +127,8 @@ def check_float(name, value, allowed: str, ok=lambda v: True, *, error=ValueErro
 
 def unreachable(url: str, timeout: float = 3.0) -> str | None:
     """None if the host of `url` (or the HTTPS proxy, when one is set) accepts a TCP
-    connection within `timeout` seconds; otherwise "host:port (the reason)" (section 0.3)."""
+    connection within `timeout` seconds; otherwise "host:port (the reason)" (section
+    0.3)."""
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
     where = (
         urlparse(url)
@@ -149,13 +151,14 @@ os.umask(_UMASK)
 
 
 def write_atomically(path: str | os.PathLike, write) -> Path:
-    """Call `write(tmp)` to fill a temporary file beside `path`, then rename it onto `path`:
-    readers see the old file or the new one, never half of one (section 0.3). The
-    temporary name is unique to the process, so two writers never share one.
+    """Call `write(tmp)` to fill a temporary file beside `path`, then rename it onto
+    `path`: readers see the old file or the new one, never half of one (section 0.3).
+    The temporary name is unique to the process, so two writers never share one.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
-    >>> write_atomically(folder / "hello.txt", lambda tmp: tmp.write_text("hi")).read_text()
+    >>> path = write_atomically(folder / "hello.txt", lambda tmp: tmp.write_text("hi"))
+    >>> path.read_text()
     'hi'
     >>> [p.name for p in folder.iterdir()]
     ['hello.txt']
@@ -191,18 +194,18 @@ HOME_ENV = "GPTLIB_HOME"
 
 
 def checkout_root() -> Path | None:
-    """The repository gptlib runs from (the folder with its pyproject.toml and notebooks/),
-    or None for an installed gptlib (section 0.3)."""
+    """The repository gptlib runs from (the folder with its pyproject.toml and
+    notebooks/), or None for an installed gptlib (section 0.3)."""
     root = Path(importlib.util.find_spec("gptlib").origin).resolve().parent.parent
     is_checkout = (root / "notebooks").is_dir() and (root / "pyproject.toml").is_file()
     return root if is_checkout else None
 
 
 def gptlib_home() -> Path:
-    """The folder where gptlib keeps what it makes when no path is given: `$GPTLIB_HOME`;
-    else the repository, when gptlib runs from a checkout (the notebooks find what the
-    earlier chapters made); else the user's data folder, e.g. ~/.local/share/gptlib.
-    Never the installed package's folder (section 0.3)."""
+    """The folder where gptlib keeps what it makes when no path is given:
+    `$GPTLIB_HOME`; else the repository, when gptlib runs from a checkout (the notebooks
+    find what the earlier chapters made); else the user's data folder, e.g.
+    ~/.local/share/gptlib. Never the installed package's folder (section 0.3)."""
     if os.environ.get(HOME_ENV):
         return Path(os.environ[HOME_ENV]).expanduser().resolve()
     return checkout_root() or Path(

@@ -66,8 +66,8 @@ ModelSection = dataclass(
     config=_FORBID,
 )
 ModelSection.__module__ = __name__
-ModelSection.__doc__ = """The GPT: a preset of chapter 4 (or GPTConfig's defaults) and the
-GPTConfig fields to change, which GPTConfig itself checks (section 5.3)."""
+ModelSection.__doc__ = """The GPT: a preset of chapter 4 (or GPTConfig's defaults) and
+the GPTConfig fields to change, which GPTConfig itself checks (section 5.3)."""
 
 
 @dataclass(config=_FORBID)
@@ -136,7 +136,8 @@ class DataSection:
 
 @dataclass(config=_FORBID)
 class GenerationSection:
-    """Defaults for sampling from the trained model (section 5.3; chapter 6 uses them)."""
+    """Defaults for sampling from the trained model (section 5.3; chapter 6 uses
+    them)."""
 
     prompt: str = ""
     max_new_tokens: _PosInt = 200
@@ -276,7 +277,8 @@ def _check_config(cfg: TrainConfig, source: str) -> None:
         )
     if not (t.device in ("auto", "cpu", "cuda", "mps") or t.device.startswith("cuda:")):
         raise ConfigError(
-            f"{source}: training.device {short_repr(t.device)} is not one of auto, cpu, "
+            f"{source}: training.device {short_repr(t.device)} is not one of auto, "
+            "cpu, "
             "cuda, cuda:N, mps"
         )
 
@@ -288,7 +290,8 @@ def config_from_dict(raw, source: str = "config") -> TrainConfig:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"{source}: a config must be a mapping of sections, not {type(raw).__name__}"
+            f"{source}: a config must be a mapping of sections, not "
+            f"{type(raw).__name__}"
         )
     try:
         cfg = TypeAdapter(TrainConfig).validate_python(raw)
@@ -378,7 +381,8 @@ def load_config(path=None, overrides: Iterable[str] = ()) -> TrainConfig:
             raise ConfigError(f"{source}: not valid YAML{line}: {problem}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(
-            f"{source}: a config must be a mapping of sections, not {type(raw).__name__}"
+            f"{source}: a config must be a mapping of sections, not "
+            f"{type(raw).__name__}"
         )
     if path is not None and not raw and not overrides:  # not a silent GPT-2 124M
         raise ConfigError(

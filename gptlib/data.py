@@ -41,9 +41,9 @@ TEXT_SPLITS = ("auto", "eot", "newline", "blankline", "file")
 def split_documents(lines: Iterable[str], mode: str = "eot") -> Iterator[str]:
     """Group the lines of a text file into documents (section 0.3).
 
-    mode "eot": documents end at `<|endoftext|>`; "newline": one document per line, a blank
-    line is a paragraph break inside it (TinyStories V1 dumps); "blankline": documents are
-    separated by blank lines; "file": the whole input is one document.
+    mode "eot": documents end at `<|endoftext|>`; "newline": one document per line, a
+    blank line is a paragraph break inside it (TinyStories V1 dumps); "blankline":
+    documents are separated by blank lines; "file": the whole input is one document.
 
     >>> list(split_documents(["a\\n", "\\n", "b\\n", "c\\n"], "newline"))
     ['a\\n\\nb', 'c']
@@ -80,11 +80,13 @@ def split_documents(lines: Iterable[str], mode: str = "eot") -> Iterator[str]:
 
 # %% ../notebooks/00_data.ipynb #6b486a20
 class DataSourceError(ValueError):
-    """A corpus that cannot be loaded; the message names the source and an alternative (section 0.3)."""
+    """A corpus that cannot be loaded; the message names the source and an alternative
+    (section 0.3)."""
 
 
 def check_hub_reachable(what: str, alternative: str, timeout: float = 3.0) -> None:
-    """Raise `DataSourceError` at once if the hub cannot be reached for `what` (section 0.3)."""
+    """Raise `DataSourceError` at once if the hub cannot be reached for `what` (section
+    0.3)."""
     if (
         os.environ.get("HF_DATASETS_OFFLINE") == "1"
         or os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -153,7 +155,8 @@ def _text_lines(path: str) -> Iterator[str]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise DataSourceError(
-                    f"{path}, line {n}: byte {raw[e.start]:#04x} at column {e.start + 1} "
+                    f"{path}, line {n}: byte {raw[e.start]:#04x} at column "
+                    f"{e.start + 1} "
                     "is not UTF-8: a corpus file must be UTF-8 text"
                 ) from None
             if "\0" in line:
@@ -339,7 +342,8 @@ def load_corpus(
         path = Path(name)
         if path.suffix not in LOCAL_SUFFIXES:
             raise DataSourceError(
-                f"source {name!r} is not one of {('stories', *HUB_SOURCES)} nor a {'/'.join(LOCAL_SUFFIXES)} file"
+                f"source {name!r} is not one of {('stories', *HUB_SOURCES)} nor a "
+                f"{'/'.join(LOCAL_SUFFIXES)} file"
             )
         if not path.is_file():
             raise DataSourceError(f"corpus file {name!r} does not exist")
@@ -389,7 +393,8 @@ def describe_corpus(texts: Iterable[str]) -> dict:
 
 # %% ../notebooks/00_data.ipynb #f38e2318
 def plot_corpus(corpora: dict[str, list[str]], axes=None):
-    """Story lengths and word frequency against rank (log-log) for each named corpus (section 0.4)."""
+    """Story lengths and word frequency against rank (log-log) for each named corpus
+    (section 0.4)."""
     import matplotlib.pyplot as plt
 
     if axes is None:

@@ -82,14 +82,16 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
-    """The autocast context for `dtype` on `device` (nothing for float32; section 5.5)."""
+    """The autocast context for `dtype` on `device` (nothing for float32; section
+    5.5)."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
 
 
 # %% ../notebooks/05_training.ipynb #0c45bb37
-# dense bfloat16 datasheet figures, FLOP/s; the first name found in the device's name wins
+# dense bfloat16 datasheet figures, FLOP/s; the first name found in the device's name
+# wins
 GPU_PEAK_FLOPS = {
     "H100 PCIe": 756e12,
     "H100": 989e12,

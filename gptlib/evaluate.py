@@ -39,7 +39,8 @@ def evaluate_tokens(
     tokens = np.asarray(tokens)
     if len(tokens) < 2:
         raise ValueError(
-            f"{len(tokens)} tokens are too few: a loss needs at least 2 (one to predict)"
+            f"{len(tokens)} tokens are too few: a loss needs at least 2 (one to "
+            "predict)"
         )
     if tokens.min() < 0 or tokens.max() >= V:
         raise ValueError(

@@ -28,8 +28,8 @@ from .tokenizer import BPETokenizer
 
 # %% ../notebooks/01_tokenizer.ipynb #ab415523
 def gpt2_bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's printable stand-in for each byte: printable bytes stand for themselves, the
-    others map to chr(256), chr(257), ... in byte order (section 1.8).
+    """GPT-2's printable stand-in for each byte: printable bytes stand for themselves,
+    the others map to chr(256), chr(257), ... in byte order (section 1.8).
 
     >>> m = gpt2_bytes_to_unicode(); m[ord("A")], m[ord(" ")], m[ord("\\n")]
     ('A', 'Ġ', 'Ċ')
@@ -47,8 +47,8 @@ def gpt2_bytes_to_unicode() -> dict[int, str]:
 def read_gpt2_encoder(
     encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike
 ) -> tuple[dict[bytes, int], dict]:
-    """Ranks and special tokens from GPT-2's `encoder.json` and `vocab.bpe`; the merges in
-    `vocab.bpe` are checked against the ids in `encoder.json` (section 1.8)."""
+    """Ranks and special tokens from GPT-2's `encoder.json` and `vocab.bpe`; the merges
+    in `vocab.bpe` are checked against the ids in `encoder.json` (section 1.8)."""
     encoder_json, vocab_bpe = Path(encoder_json), Path(vocab_bpe)
     try:
         encoder = json.loads(read_tokenizer_text(encoder_json))
@@ -118,7 +118,8 @@ def _gpt2_from_path(path: Path) -> tuple[dict[bytes, int], dict]:
             path = path / "encoder.json"
         else:
             raise TokenizerError(
-                f"folder {path} holds neither gpt2.tiktoken nor encoder.json + vocab.bpe"
+                f"folder {path} holds neither gpt2.tiktoken nor encoder.json + "
+                "vocab.bpe"
             )
     if path.suffix == ".tiktoken":
         ranks = _complete_gpt2(path, read_tiktoken_ranks(path), {EOT: 50256})
@@ -249,10 +250,10 @@ def load_tokenizer(spec: str | os.PathLike) -> BPETokenizer:
     >>> train_bpe("low lower lowest", vocab_size=260).save(path)
     >>> load_tokenizer(path).vocab_size
     260
-    >>> load_tokenizer("gpt-2")
+    >>> load_tokenizer("gpt-2")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    gptlib.bpe.TokenizerError: tokenizer='gpt-2' is not allowed: use "gpt2" or the path of an existing file written by BPETokenizer.save
+    gptlib.bpe.TokenizerError: tokenizer='gpt-2' is not allowed: use "gpt2" or ...
     """
     if spec == "gpt2":
         return load_gpt2_tokenizer()

@@ -67,7 +67,8 @@ class GPTConfig:
             )
         if self.n_embd % self.n_head:
             raise ValueError(
-                f"GPTConfig n_embd={self.n_embd} must be a multiple of n_head={self.n_head}"
+                f"GPTConfig n_embd={self.n_embd} must be a multiple of "
+                f"n_head={self.n_head}"
             )
         self.dropout = check_float(
             "GPTConfig dropout",
@@ -101,7 +102,8 @@ class GPTConfig:
 
 # %% ../notebooks/04_gpt.ipynb #f0db9d02
 class MLP(nn.Module):
-    """The position-wise feed-forward layer: n_embd -> 4 n_embd -> GELU -> n_embd (section 4.2)."""
+    """The position-wise feed-forward layer: n_embd -> 4 n_embd -> GELU -> n_embd
+    (section 4.2)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -116,7 +118,8 @@ class MLP(nn.Module):
 
 # %% ../notebooks/04_gpt.ipynb #20c9bb6f
 class Block(nn.Module):
-    """A pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (section 4.3)."""
+    """A pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (section
+    4.3)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -136,12 +139,15 @@ class Block(nn.Module):
 
 # %% ../notebooks/04_gpt.ipynb #d7a0a416
 class GPT(nn.Module):
-    """GPT-2: token and position embeddings, `n_layer` pre-norm blocks, a final layer norm and
-    an output head tied to the token embedding; parameter names as in GPT-2 (section 4.4).
+    """GPT-2: token and position embeddings, `n_layer` pre-norm blocks, a final layer
+    norm and an output head tied to the token embedding; parameter names as in GPT-2
+    (section 4.4).
 
     >>> import torch
     >>> from gptlib.model import GPT, GPTConfig
-    >>> model = GPT(GPTConfig(vocab_size=100, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    >>> config = GPTConfig(vocab_size=100, block_size=16, n_layer=2, n_head=2,
+    ...                    n_embd=32)
+    >>> model = GPT(config)
     >>> idx = torch.zeros(3, 8, dtype=torch.long)
     >>> logits, loss = model(idx, targets=idx)
     >>> logits.shape, loss.shape
@@ -178,18 +184,21 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, vocab_size) for token ids `idx` (B, T), and the mean cross-entropy
-        against `targets` (B, T; -100 is ignored) when given. With `kv_cache`, the tokens sit
-        at positions kv_cache.pos, ..., kv_cache.pos + T - 1, and the cache advances by T."""
+        """Logits (B, T, vocab_size) for token ids `idx` (B, T), and the mean
+        cross-entropy against `targets` (B, T; -100 is ignored) when given. With
+        `kv_cache`, the tokens sit at positions kv_cache.pos, ..., kv_cache.pos + T - 1,
+        and the cache advances by T."""
         if idx.dim() != 2 or idx.is_floating_point():
             raise ValueError(
-                f"idx must be a (batch, time) tensor of token ids, not {idx.dtype} {tuple(idx.shape)}"
+                f"idx must be a (batch, time) tensor of token ids, not {idx.dtype} "
+                f"{tuple(idx.shape)}"
             )
         B, T = idx.shape
         start = 0 if kv_cache is None else kv_cache.pos
         if start + T > self.config.block_size:
             raise ValueError(
-                f"positions {start}..{start + T - 1} do not fit block_size={self.config.block_size}: "
+                f"positions {start}..{start + T - 1} do not fit "
+                f"block_size={self.config.block_size}: "
                 f"at most {self.config.block_size - start} new tokens here"
             )
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
@@ -209,7 +218,8 @@ class GPT(nn.Module):
         if targets is not None:
             if targets.shape != idx.shape:
                 raise ValueError(
-                    f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}"
+                    f"targets shape {tuple(targets.shape)} must equal idx shape "
+                    f"{tuple(idx.shape)}"
                 )
             loss = F.cross_entropy(
                 logits.flatten(0, 1), targets.flatten(), ignore_index=-100
@@ -228,7 +238,8 @@ class GPT(nn.Module):
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters, counting the tied head once; `non_embedding` leaves out both
-        embedding tables, token and position, as Kaplan et al. (2020) do (section 4.6)."""
+        embedding tables, token and position, as Kaplan et al. (2020) do (section
+        4.6)."""
         n = sum(p.numel() for p in self.parameters())  # a tied tensor is yielded once
         if non_embedding:
             t = self.transformer
@@ -236,7 +247,8 @@ class GPT(nn.Module):
         return n
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs (forward and backward) per token at context `seq_len` (section 4.6)."""
+        """Training FLOPs (forward and backward) per token at context `seq_len` (section
+        4.6)."""
         seq_len = self.config.block_size if seq_len is None else seq_len
         return flops_per_token(self.config, seq_len)
 
@@ -244,9 +256,9 @@ class GPT(nn.Module):
 # %% ../notebooks/04_gpt.ipynb #244a4b79
 def init_gpt2_(model: GPT) -> GPT:
     """GPT-2's initialisation as nanoGPT and Hugging Face's transformers do it, in place
-    (section 4.5): weight matrices and both embeddings N(0, 0.02) (GPT-2's own code draws
-    the position embedding with std 0.01), biases 0, layer norms 1 and 0, and the residual
-    projections `c_proj` N(0, 0.02 / sqrt(2 n_layer))."""
+    (section 4.5): weight matrices and both embeddings N(0, 0.02) (GPT-2's own code
+    draws the position embedding with std 0.01), biases 0, layer norms 1 and 0, and the
+    residual projections `c_proj` N(0, 0.02 / sqrt(2 n_layer))."""
     std = 0.02
     for module in model.modules():
         if isinstance(module, nn.Linear):
@@ -270,7 +282,8 @@ def param_count(config: GPTConfig, non_embedding: bool = False) -> int:
     out the token and position embeddings, as Kaplan et al. (2020) do (section 4.6).
 
     >>> from gptlib.model import GPTConfig, param_count
-    >>> param_count(GPTConfig()), param_count(GPTConfig(), non_embedding=True)  # GPT-2 small
+    >>> small = GPTConfig()  # GPT-2 small
+    >>> param_count(small), param_count(small, non_embedding=True)
     (124439808, 85056000)
     """
     d, L = config.n_embd, config.n_layer

@@ -191,7 +191,8 @@ def _save_progress(out_dir: Path, split: str, state: dict) -> None:
 
 
 def _texts_and_sets(items: Iterable, budget: "TokenBudget") -> Iterator[tuple]:
-    """(text, set) pairs; a document of a set without weight becomes "" (not encoded)."""
+    """(text, set) pairs; a document of a set without weight becomes "" (not
+    encoded)."""
     for item in items:
         text, group = (item, None) if isinstance(item, str) else item
         yield (text if budget.wants(group) else ""), group
@@ -336,7 +337,8 @@ def corpus_split(cfg, split: str) -> tuple[Iterable, int | None]:
 
 
 def _prepared_key(cfg) -> dict:
-    """The settings that decide the prepared data (where it goes and how fast do not)."""
+    """The settings that decide the prepared data (where it goes and how fast do
+    not)."""
     ignored = ("dir", "num_workers")
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ignored}
 
@@ -356,9 +358,10 @@ def data_is_prepared(cfg) -> bool:
 
 
 def prepare_data(cfg, *, progress: bool = True) -> Path:
-    """Tokenize the train and validation splits of `cfg.source` into shards in `cfg.dir`,
-    as the data section `cfg` says; at once if they are there already, and from where
-    it stopped if a run with the same settings was stopped (sections 5.2 and 8.2)."""
+    """Tokenize the train and validation splits of `cfg.source` into shards in
+    `cfg.dir`, as the data section `cfg` says; at once if they are there already, and
+    from where it stopped if a run with the same settings was stopped (sections 5.2 and
+    8.2)."""
     out, key = Path(cfg.dir), _prepared_key(cfg)
     if data_is_prepared(cfg):
         return out

@@ -84,15 +84,17 @@ def read_weights(file: str | os.PathLike) -> dict[str, torch.Tensor]:
         return load_file(file)
     except Exception as e:  # safetensors raises its own error types for a damaged file
         raise CheckpointError(
-            f"{file}: cannot read the weights, corrupt or not safetensors ({first_line(e)})"
+            f"{file}: cannot read the weights, corrupt or not safetensors "
+            f"({first_line(e)})"
         ) from None
 
 
 def load_weights(
     model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "the checkpoint"
 ) -> None:
-    """Copy `tensors` into `model`, after checking that every name and shape fits; otherwise a
-    one-line CheckpointError listing the mismatched tensors and their shapes (section 4.9)."""
+    """Copy `tensors` into `model`, after checking that every name and shape fits;
+    otherwise a one-line CheckpointError listing the mismatched tensors and their shapes
+    (section 4.9)."""
     expected = {k: v for k, v in model.state_dict().items() if k != _TIED}
     problems = []
     for name, ours in expected.items():
@@ -119,14 +121,15 @@ def load_weights(
 
 
 def load_pretrained(path: str | os.PathLike, device=None) -> GPT:
-    """The GPT saved in the directory `path` by `save_pretrained`: the architecture recorded
-    in its model_config.json, with its weights, in the dtype they were saved in
+    """The GPT saved in the directory `path` by `save_pretrained`: the architecture
+    recorded in its model_config.json, with its weights, in the dtype they were saved in
     (section 4.9).
 
     >>> import tempfile
     >>> from gptlib.model import GPT, GPTConfig
     >>> from gptlib.pretrained import load_pretrained, save_pretrained
-    >>> model = GPT(GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    >>> config = GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    >>> model = GPT(config)
     >>> folder = save_pretrained(model, tempfile.mkdtemp())
     >>> sorted(p.name for p in folder.iterdir())
     ['model.safetensors', 'model_config.json']
@@ -139,7 +142,8 @@ def load_pretrained(path: str | os.PathLike, device=None) -> GPT:
         is_hf = (path / "config.json").is_file()
         hint = "; it holds a transformers model: use gpt_from_hf" if is_hf else ""
         raise CheckpointError(
-            f"{path}: no {CONFIG_FILE}, not a directory written by save_pretrained{hint}"
+            f"{path}: no {CONFIG_FILE}, not a directory written by "
+            f"save_pretrained{hint}"
         )
     try:
         config = GPTConfig.from_dict(
@@ -174,8 +178,8 @@ def _require_transformers():
 
 
 def config_from_hf(hf_config) -> GPTConfig:
-    """The GPTConfig of a transformers GPT2Config; settings our GPT lacks are a ValueError
-    (section 4.10)."""
+    """The GPTConfig of a transformers GPT2Config; settings our GPT lacks are a
+    ValueError (section 4.10)."""
     c = hf_config
     required = {  # name: (value, what our GPT computes)
         "activation_function": (
@@ -203,7 +207,8 @@ def config_from_hf(hf_config) -> GPTConfig:
 
 
 def _hub_downloads() -> Path:
-    """Where gptlib downloads GPT-2's weights: downloads/huggingface in gptlib_home()."""
+    """Where gptlib downloads GPT-2's weights: downloads/huggingface in
+    gptlib_home()."""
     return gptlib_home() / "downloads" / "huggingface"
 
 
@@ -282,9 +287,9 @@ def load_hf_gpt2(name_or_path: str | os.PathLike):
 
 
 def gpt_from_hf(model_or_path) -> GPT:
-    """Our GPT from a transformers GPT2LMHeadModel, the path of a local directory holding
-    one, or a hub name such as "gpt2" (see `load_hf_gpt2`); the Conv1D weights are
-    transposed (section 4.10)."""
+    """Our GPT from a transformers GPT2LMHeadModel, the path of a local directory
+    holding one, or a hub name such as "gpt2" (see `load_hf_gpt2`); the Conv1D weights
+    are transposed (section 4.10)."""
     transformers = _require_transformers()
     hf = model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
@@ -300,7 +305,8 @@ def gpt_from_hf(model_or_path) -> GPT:
     }
     if not torch.equal(hf_tensors[_TIED], hf_tensors["transformer.wte.weight"]):
         raise ValueError(
-            "cannot convert a GPT-2 whose lm_head differs from its token embedding (untied)"
+            "cannot convert a GPT-2 whose lm_head differs from its token embedding "
+            "(untied)"
         )
     tensors = {
         k: v.t() if k.endswith(_CONV1D) else v

@@ -28,7 +28,8 @@ def _import_optional(package: str, module: str | None = None):
         return importlib.import_module(module or package)
     except ImportError:
         raise ConfigError(
-            f"training.{package}=true needs the {package} package: pip install {package}"
+            f"training.{package}=true needs the {package} package: pip install "
+            f"{package}"
         ) from None
 
 

@@ -40,7 +40,8 @@ def _below_thousand(n: int) -> list[str]:
 
 
 def number_to_words(n: int) -> str:
-    """English words for 0 <= n < 1,000,000, in the American style without "and" (section 3.7).
+    """English words for 0 <= n < 1,000,000, in the American style without "and"
+    (section 3.7).
 
     >>> from gptlib.seq2seq import number_to_words
     >>> number_to_words(342107)
@@ -57,16 +58,20 @@ def number_to_words(n: int) -> str:
 
 # %% ../notebooks/03_transformer.ipynb #323408c6
 class NumberTask:
-    """English number words <-> digits, with a held-out test set never used for training (section 3.7).
+    """English number words <-> digits, with a held-out test set never used for training
+    (section 3.7).
 
-    Source: a direction token ("<to-digits>" or "<to-words>") then the input tokens; target: the
-    output tokens. One vocabulary serves both. `test_numbers`: `n_test` numbers of 3 to 6 digits.
+    Source: a direction token ("<to-digits>" or "<to-words>") then the input tokens;
+    target: the output tokens. One vocabulary serves both. `test_numbers`: `n_test`
+    numbers of 3 to 6 digits.
 
     >>> from gptlib.seq2seq import NumberTask
     >>> task = NumberTask(n_test=10)
     >>> src, tgt = task.batch([42, 1905], ["to-digits", "to-words"])
-    >>> task.decode(src[0]), task.decode(tgt[0]), task.decode(src[1]), task.decode(tgt[1])
-    ('<to-digits> forty-two', '42', '<to-words> 1,905', 'one thousand nine hundred five')
+    >>> task.decode(src[0]), task.decode(tgt[0])
+    ('<to-digits> forty-two', '42')
+    >>> task.decode(src[1]), task.decode(tgt[1])
+    ('<to-words> 1,905', 'one thousand nine hundred five')
     """
 
     SPECIALS = ("<pad>", "<bos>", "<eos>", "<to-digits>", "<to-words>")
@@ -99,7 +104,8 @@ class NumberTask:
         return number_to_words(n), f"{n:,}"
 
     def tokens(self, text: str) -> list[int]:
-        """Ids of a text of number words or digits; hyphens and digits are tokens of their own."""
+        """Ids of a text of number words or digits; hyphens and digits are tokens of
+        their own."""
         pieces = re.findall(r"[a-z]+|<[a-z-]+>|[-,0-9]", text)
         try:
             return [self.stoi[p] for p in pieces]
@@ -109,7 +115,8 @@ class NumberTask:
             ) from None
 
     def pair(self, n: int, direction: str) -> tuple[list[int], list[int]]:
-        """(source ids, target ids) of number n in `direction` ('to-digits' or 'to-words')."""
+        """(source ids, target ids) of number n in `direction` ('to-digits' or
+        'to-words')."""
         if direction not in self.DIRECTIONS:
             raise ValueError(
                 f"direction {short_repr(direction)} is not one of {self.DIRECTIONS}"
@@ -121,7 +128,8 @@ class NumberTask:
         return [self.stoi[f"<{direction}>"], *self.tokens(source)], self.tokens(target)
 
     def batch(self, numbers, directions) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded ids: src (B, S) and tgt (B, T) = <bos> target <eos>, for each (number, direction)."""
+        """Padded ids: src (B, S) and tgt (B, T) = <bos> target <eos>, for each (number,
+        direction)."""
         pairs = [self.pair(n, d) for n, d in zip(numbers, directions, strict=True)]
         S, T = max(len(s) for s, _ in pairs), max(len(t) for _, t in pairs) + 2
         src = torch.full((len(pairs), S), self.pad_id)
@@ -132,8 +140,9 @@ class NumberTask:
         return src, tgt
 
     def sample(self, batch_size: int, rng: random.Random, direction: str | None = None):
-        """A training batch (src, tgt): random numbers (a length of 1-6 digits, then a number), never
-        a held-out one, all in `direction`, or each in a random direction if None."""
+        """A training batch (src, tgt): random numbers (a length of 1-6 digits, then a
+        number), never a held-out one, all in `direction`, or each in a random direction
+        if None."""
         if direction is not None and direction not in self.DIRECTIONS:
             raise ValueError(
                 f"direction {short_repr(direction)} is not one of {self.DIRECTIONS}"
@@ -148,7 +157,8 @@ class NumberTask:
         return self.batch(numbers, directions)
 
     def decode(self, ids) -> str:
-        """Text of a sequence of ids, stopping at <eos>; <bos> and padding are dropped."""
+        """Text of a sequence of ids, stopping at <eos>; <bos> and padding are
+        dropped."""
         text, previous = "", ""
         for i in ids.tolist() if isinstance(ids, torch.Tensor) else ids:
             if i == self.eos_id:
@@ -168,8 +178,8 @@ class NumberTask:
 
 # %% ../notebooks/03_transformer.ipynb #3da080eb
 def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
-    """The learning rate of "Attention Is All You Need" at `step` (from 1) (section 3.8):
-    factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).
+    """The learning rate of "Attention Is All You Need" at `step` (from 1) (section
+    3.8): factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5).
 
     >>> from gptlib.seq2seq import noam_lr
     >>> round(noam_lr(4000, d_model=512, warmup=4000), 6)  # the paper's peak
@@ -196,8 +206,9 @@ def greedy_decode(model, src, max_len, bos, eos, src_mask=None) -> torch.Tensor:
     """The most likely next token at every step, from `bos` until `eos` or `max_len` new
     tokens (section 3.9).
 
-    model: has encode(src, src_mask) and decode(tgt, memory, src_mask) -> logits. src (B, S).
-    Returns ids (B, 1 + n): bos, then the output; after its eos a sequence is padded with eos.
+    model: has encode(src, src_mask) and decode(tgt, memory, src_mask) -> logits. src
+    (B, S). Returns ids (B, 1 + n): bos, then the output; after its eos a sequence is
+    padded with eos.
     """
     _check_decoding(src, max_len, bos, eos)
     with eval_mode(model):
@@ -259,23 +270,24 @@ def seq2seq_beam_search(
     (2016) (section 3.10).
 
     model: has encode(src, src_mask) and decode(tgt, memory, src_mask) -> logits. Keeps
-    the `beam_size` best partial outputs by log-probability. An output whose eos is among
-    the `beam_size` best extensions is finished, scored log p / ((5 + n) / 6) ** gnmt_alpha
-    (n tokens, eos included); the best `beam_size` finished ones are kept. The search for
-    an input stops when the worst of those scores at least as much as the best live output
-    would if it ended now, or after `max_len` new tokens; it returns the best finished
-    output. The stopping rule is a heuristic: with gnmt_alpha > 0 a live output's
-    normalised score can still rise. With keep_greedy, the greedy output is returned
-    where it scores higher, so the result never scores lower than greedy_decode's.
-    Returns ids (B, 1 + n) like greedy_decode. (Chapter 6's `beam_search` decodes a GPT,
-    with the length penalty n ** alpha.)
+    the `beam_size` best partial outputs by log-probability. An output whose eos is
+    among the `beam_size` best extensions is finished, scored log p / ((5 + n) / 6) **
+    gnmt_alpha (n tokens, eos included); the best `beam_size` finished ones are kept.
+    The search for an input stops when the worst of those scores at least as much as the
+    best live output would if it ended now, or after `max_len` new tokens; it returns
+    the best finished output. The stopping rule is a heuristic: with gnmt_alpha > 0 a
+    live output's normalised score can still rise. With keep_greedy, the greedy output
+    is returned where it scores higher, so the result never scores lower than
+    greedy_decode's. Returns ids (B, 1 + n) like greedy_decode. (Chapter 6's
+    `beam_search` decodes a GPT, with the length penalty n ** alpha.)
     """
     _check_decoding(src, max_len, bos, eos)
     k = check_int("beam_size", beam_size, low=1)
     alpha = check_float("gnmt_alpha", gnmt_alpha, "a number >= 0", lambda a: a >= 0)
     B, device, NEG = src.shape[0], src.device, float("-inf")
     with eval_mode(model):
-        # k copies of each input's memory (B * k, S, d): row b * k + j is beam j of input b
+        # k copies of each input's memory (B * k, S, d): row b * k + j is beam j of
+        # input b
         memory = model.encode(src, src_mask).repeat_interleave(k, dim=0)
         memory_mask = None if src_mask is None else src_mask.repeat_interleave(k, dim=0)
         ys = torch.full((B * k, 1), bos, dtype=torch.long, device=device)

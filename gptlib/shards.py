@@ -66,7 +66,8 @@ def write_shard(
     path, tokens, dtype = Path(path), np.asarray(tokens), token_dtype(vocab_size)
     if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
         raise ShardError(
-            f"token ids must lie in [0, {vocab_size}), got {tokens.min()}..{tokens.max()}"
+            f"token ids must lie in [0, {vocab_size}), got "
+            f"{tokens.min()}..{tokens.max()}"
             f" for {path}"
         )
     meta = {"tokenizer": tokenizer, "vocab_size": int(vocab_size), "dtype": dtype.name}
@@ -102,7 +103,8 @@ _HEADER_TYPES = {"tokenizer": str, "vocab_size": int, "dtype": str, "n_tokens": 
 
 
 def _shard_header(path: Path, text: bytes) -> dict:
-    """The JSON header of shard `path`, checked; ShardError naming the shard if damaged."""
+    """The JSON header of shard `path`, checked; ShardError naming the shard if
+    damaged."""
     try:
         meta = json.loads(text)
     except ValueError:

@@ -119,7 +119,8 @@ def _a(word: str) -> str:
 
 # %% ../notebooks/00_data.ipynb #de2fd4ad
 class StoryWriter:
-    """Writes one story; every choice comes from `rng`, so a seed fixes the story (section 0.1)."""
+    """Writes one story; every choice comes from `rng`, so a seed fixes the story
+    (section 0.1)."""
 
     def __init__(self, rng: random.Random):
         self.rng = rng
@@ -129,11 +130,13 @@ class StoryWriter:
         return seq[self.rng.randrange(len(seq))]
 
     def say(self, *templates: str) -> str:
-        """One of `templates`, filled in from the story's cast (`{He}`, `{name}`, ...)."""
+        """One of `templates`, filled in from the story's cast (`{He}`, `{name}`,
+        ...)."""
         return self.pick(templates).format_map(self.ctx)
 
     def character(self, prefix: str, taken: set) -> None:
-        """Cast a child or an animal, with a name not in `taken` and pronouns, into `ctx`."""
+        """Cast a child or an animal, with a name not in `taken` and pronouns, into
+        `ctx`."""
         girl = self.rng.random() < 0.5
         if self.rng.random() < 0.6:
             kind, names = ("girl", GIRL_NAMES) if girl else ("boy", BOY_NAMES)
@@ -192,7 +195,8 @@ class StoryWriter:
             "Once upon a time, {home}, there lived a {trait} {kind} named {name}.",
             "There was once a {trait} {kind} called {name}.",
             "{name} was a {trait} little {kind} who lived {home}.",
-            "Once there was a little {kind}. {His} name was {name}, and {he} was very {trait}.",
+            "Once there was a little {kind}. {His} name was {name}, and {he} was very "
+            "{trait}.",
         )
         second = self.say(
             "{He} loved to {activity}.",
@@ -208,31 +212,44 @@ class StoryWriter:
 def lost_thing(w: StoryWriter) -> list[str]:
     return [
         w.say(
-            "{When}, {name} took {his} {color} {thing} to the {place}. {He} played with it all morning.",
-            "{When}, {name} went to the {place} with {a_thing}. {He} was having so much fun.",
+            "{When}, {name} took {his} {color} {thing} to the {place}. {He} played "
+            "with it all morning.",
+            "{When}, {name} went to the {place} with {a_thing}. {He} was having so "
+            "much fun.",
         ),
         w.say(
-            'Then {name} looked around. The {thing} was gone! "Oh no! Where is my {thing}?" {he} cried.',
-            'But when it was time to go home, the {thing} was not there. "My {thing}! I lost it!" said {name}.',
+            'Then {name} looked around. The {thing} was gone! "Oh no! Where is my '
+            '{thing}?" {he} cried.',
+            'But when it was time to go home, the {thing} was not there. "My {thing}! '
+            'I lost it!" said {name}.',
         )
         + " "
         + w.say(
-            "{He} looked under the bench and behind the tree, but {he} could not find it.",
+            "{He} looked under the bench and behind the tree, but {he} could not find "
+            "it.",
             "{He} looked in the tall grass and near the rocks, but it was not there.",
             "{He} looked everywhere, but the {thing} was nowhere to be seen.",
         ),
         w.say(
-            'Just then, {fdesc} came by. "Why are you sad?" asked {fname}. "I lost my {thing}," said {name}. "Don\'t worry. I will help you look," said {fname}.',
-            '{Fdesc} saw that {name} was sad. "What is wrong?" {fhe} asked. "I can\'t find my {thing}," said {name}. "Let\'s look together," said {fname}.',
+            'Just then, {fdesc} came by. "Why are you sad?" asked {fname}. "I lost my '
+            '{thing}," said {name}. "Don\'t worry. I will help you look," said '
+            "{fname}.",
+            '{Fdesc} saw that {name} was sad. "What is wrong?" {fhe} asked. "I can\'t '
+            'find my {thing}," said {name}. "Let\'s look together," said {fname}.',
         ),
         w.say(
-            'They looked and looked. At last, {fname} found the {thing} under a big bush. "Here it is!" {fhe} said.',
-            "They looked behind the trees and under the leaves. Then {fname} saw something {color} in the grass. It was the {thing}!",
-            'They searched all over the {place}. Soon {name} saw the {thing} by a little rock. "I found it!" {he} shouted.',
+            "They looked and looked. At last, {fname} found the {thing} under a big "
+            'bush. "Here it is!" {fhe} said.',
+            "They looked behind the trees and under the leaves. Then {fname} saw "
+            "something {color} in the grass. It was the {thing}!",
+            "They searched all over the {place}. Soon {name} saw the {thing} by a "
+            'little rock. "I found it!" {he} shouted.',
         ),
         w.say(
-            '{name} hugged {fname}. "Thank you for helping me," {he} said. "You are a good friend."',
-            '{name} was so happy. "Thank you, {fname}!" {he} said, and they played with the {thing} together.',
+            '{name} hugged {fname}. "Thank you for helping me," {he} said. "You are a '
+            'good friend."',
+            '{name} was so happy. "Thank you, {fname}!" {he} said, and they played '
+            "with the {thing} together.",
         ),
     ]
 
@@ -241,12 +258,15 @@ def lost_thing(w: StoryWriter) -> list[str]:
 def stuck_high(w: StoryWriter) -> list[str]:
     return [
         w.say(
-            "{When}, {name} and {fdesc} went to the {place} to play with {name}'s {color} {thing}.",
-            "{When}, {name} was playing with {his} {color} {thing} {at_place}. {Fdesc} was there too.",
+            "{When}, {name} and {fdesc} went to the {place} to play with {name}'s "
+            "{color} {thing}.",
+            "{When}, {name} was playing with {his} {color} {thing} {at_place}. "
+            "{Fdesc} was there too.",
         ),
         w.say(
             "Then a big wind came and blew the {thing} up into a tall tree.",
-            "{name} threw the {thing} up high, too high! It got stuck in the branches of a big tree.",
+            "{name} threw the {thing} up high, too high! It got stuck in the branches "
+            "of a big tree.",
             "Suddenly, the {thing} flew up and landed on top of a high wall.",
         )
         + " "
@@ -255,17 +275,23 @@ def stuck_high(w: StoryWriter) -> list[str]:
             "{name} tried to reach it, but it was too high.",
         ),
         w.say(
-            '"What can we do?" asked {name}. {fname} thought for a moment. "I have an idea!" {fhe} said. "Let\'s use a long stick."',
-            '"I can\'t get it down," said {name}. {His} eyes filled with tears. "Let\'s ask your {parent} to help," said {fname}.',
-            '"It is stuck," said {name}. Just then, a little bird flew down. "I can help you," said the bird.',
+            '"What can we do?" asked {name}. {fname} thought for a moment. "I have an '
+            'idea!" {fhe} said. "Let\'s use a long stick."',
+            '"I can\'t get it down," said {name}. {His} eyes filled with tears. '
+            '"Let\'s ask your {parent} to help," said {fname}.',
+            '"It is stuck," said {name}. Just then, a little bird flew down. "I can '
+            'help you," said the bird.',
         ),
         w.say(
-            "Together they tried again, and this time it worked. The {thing} came down, and {name} caught it.",
+            "Together they tried again, and this time it worked. The {thing} came "
+            "down, and {name} caught it.",
             "With a little push, the {thing} fell down, right into {name}'s hands.",
-            "After a few tries, the {thing} was free. {name} laughed and clapped {his} hands.",
+            "After a few tries, the {thing} was free. {name} laughed and clapped "
+            "{his} hands.",
         ),
         w.say(
-            '"Thank you!" said {name}. "We did it together!" Then they played until the sun went down.',
+            '"Thank you!" said {name}. "We did it together!" Then they played until '
+            "the sun went down.",
             "{name} felt happy and proud. Working together had made the problem small.",
         ),
     ]
@@ -274,24 +300,33 @@ def stuck_high(w: StoryWriter) -> list[str]:
 def broken_thing(w: StoryWriter) -> list[str]:
     return [
         w.say(
-            "{When}, {name} was playing with {his} {color} {thing} {at_place}. {He} threw it up and down, very fast.",
-            "{When}, {name} was running around with {his} {color} {thing}. {He} was not careful.",
+            "{When}, {name} was playing with {his} {color} {thing} {at_place}. {He} "
+            "threw it up and down, very fast.",
+            "{When}, {name} was running around with {his} {color} {thing}. {He} was "
+            "not careful.",
         ),
         w.say(
-            'Then the {thing} fell and broke! {name} began to cry. "My {thing}! It is broken!"',
-            "Crash! The {thing} hit a rock and broke into two pieces. {name} felt very sad.",
+            'Then the {thing} fell and broke! {name} began to cry. "My {thing}! It is '
+            'broken!"',
+            "Crash! The {thing} hit a rock and broke into two pieces. {name} felt "
+            "very sad.",
         ),
         w.say(
-            '{name}\'s {parent} heard {him} and came to see. "Don\'t cry," {phe} said. "We can fix it with some glue."',
-            '{Fdesc} came running. "I know what to do," said {fname}. "My {parent} has glue. Let\'s fix it."',
+            "{name}'s {parent} heard {him} and came to see. \"Don't cry,\" {phe} "
+            'said. "We can fix it with some glue."',
+            '{Fdesc} came running. "I know what to do," said {fname}. "My {parent} '
+            "has glue. Let's fix it.\"",
         ),
         w.say(
-            "They put the pieces together, very slowly and very carefully. Soon the {thing} was as good as new.",
+            "They put the pieces together, very slowly and very carefully. Soon the "
+            "{thing} was as good as new.",
             "It took a long time, but at last the {thing} was fixed.",
         ),
         w.say(
-            '"Thank you!" said {name}. "I will be more careful now." And {he} always was.',
-            "{name} hugged {his} {thing}. {He} learned to be gentle with the things {he} loved.",
+            '"Thank you!" said {name}. "I will be more careful now." And {he} always '
+            "was.",
+            "{name} hugged {his} {thing}. {He} learned to be gentle with the things "
+            "{he} loved.",
         ),
     ]
 
@@ -299,25 +334,34 @@ def broken_thing(w: StoryWriter) -> list[str]:
 def rainy_day(w: StoryWriter) -> list[str]:
     return [
         w.say(
-            "{When}, {name} and {fdesc} wanted to go to the {place}. They wanted to {activity}.",
-            "{When}, {name} had a plan. {He} and {fname} would go to the {place} and play all day.",
+            "{When}, {name} and {fdesc} wanted to go to the {place}. They wanted to "
+            "{activity}.",
+            "{When}, {name} had a plan. {He} and {fname} would go to the {place} and "
+            "play all day.",
         ),
         w.say(
-            'But then dark clouds came, and it began to rain. "Oh no," said {name}. "Now we can\'t go outside."',
-            "But soon the sky turned gray, and big drops of rain began to fall. {name} felt sad.",
+            'But then dark clouds came, and it began to rain. "Oh no," said {name}. '
+            '"Now we can\'t go outside."',
+            "But soon the sky turned gray, and big drops of rain began to fall. "
+            "{name} felt sad.",
         ),
         w.say(
-            "{name}'s {parent} saw the two friends. \"Why don't you build a fort with blankets?\" {phe} said.",
-            "{name}'s {parent} smiled. \"Let's bake some cookies together,\" {phe} said.",
-            '"We can draw pictures of the {place}," said {fname}. "Then it will be like we are there."',
+            "{name}'s {parent} saw the two friends. \"Why don't you build a fort with "
+            'blankets?" {phe} said.',
+            "{name}'s {parent} smiled. \"Let's bake some cookies together,\" {phe} "
+            "said.",
+            '"We can draw pictures of the {place}," said {fname}. "Then it will be '
+            'like we are there."',
         ),
         w.say(
             "So they did, and it was so much fun. They laughed and laughed.",
             "They had a wonderful time inside, and they forgot all about the rain.",
         ),
         w.say(
-            'When the rain stopped, a big rainbow came out. "Look!" said {name}. "Even a rainy day can be a happy day."',
-            "Later, the sun came out again. {name} learned that you can have fun anywhere, if you are with a friend.",
+            'When the rain stopped, a big rainbow came out. "Look!" said {name}. '
+            '"Even a rainy day can be a happy day."',
+            "Later, the sun came out again. {name} learned that you can have fun "
+            "anywhere, if you are with a friend.",
         ),
     ]
 
@@ -325,24 +369,34 @@ def rainy_day(w: StoryWriter) -> list[str]:
 def lost_way(w: StoryWriter) -> list[str]:
     return [
         w.say(
-            "{When}, {name} was playing {at_place}. {He} saw a pretty butterfly and ran after it.",
-            "{When}, {name} went for a walk {at_place}. {He} wanted to see what was behind the big trees.",
+            "{When}, {name} was playing {at_place}. {He} saw a pretty butterfly and "
+            "ran after it.",
+            "{When}, {name} went for a walk {at_place}. {He} wanted to see what was "
+            "behind the big trees.",
         ),
         w.say(
-            "{He} went further and further. Soon {name} did not know where {he} was. {He} felt scared and alone.",
-            'When {he} looked back, {he} could not see {his} home anymore. "I am lost," {he} said, and {he} began to cry.',
+            "{He} went further and further. Soon {name} did not know where {he} was. "
+            "{He} felt scared and alone.",
+            'When {he} looked back, {he} could not see {his} home anymore. "I am '
+            'lost," {he} said, and {he} began to cry.',
         ),
         w.say(
-            'Then a wise old owl flew down from a tree. "Why are you crying?" asked the owl. "I am lost," said {name}.',
-            'Then {fdesc} came by. "What is wrong?" asked {fname}. "I can\'t find my way home," said {name}.',
+            'Then a wise old owl flew down from a tree. "Why are you crying?" asked '
+            'the owl. "I am lost," said {name}.',
+            'Then {fdesc} came by. "What is wrong?" asked {fname}. "I can\'t find my '
+            'way home," said {name}.',
         ),
         w.say(
-            '"Follow me. I know the way," came the answer. They walked together past the tall trees.',
-            '"I will show you the way," was the answer. Together they followed the little path.',
+            '"Follow me. I know the way," came the answer. They walked together past '
+            "the tall trees.",
+            '"I will show you the way," was the answer. Together they followed the '
+            "little path.",
         ),
         w.say(
-            'Soon {name} saw {his} home. {His} {parent} was waiting at the door and gave {him} a big hug. "I will stay close from now on," said {name}.',
-            "At last {name} was home again. {He} said thank you and promised never to go so far alone again.",
+            "Soon {name} saw {his} home. {His} {parent} was waiting at the door and "
+            'gave {him} a big hug. "I will stay close from now on," said {name}.',
+            "At last {name} was home again. {He} said thank you and promised never to "
+            "go so far alone again.",
         ),
     ]
 
@@ -351,18 +405,26 @@ def lost_way(w: StoryWriter) -> list[str]:
 def sad_friend(w: StoryWriter) -> list[str]:
     return [
         w.say(
-            "{When}, {name} went to the {place}. There {he} saw {fdesc} sitting all alone.",
-            "{When}, {name} was walking {at_place} when {he} saw {fdesc}. {fname} looked very sad.",
+            "{When}, {name} went to the {place}. There {he} saw {fdesc} sitting all "
+            "alone.",
+            "{When}, {name} was walking {at_place} when {he} saw {fdesc}. {fname} "
+            "looked very sad.",
         ),
         w.say(
-            '"Why are you sad?" asked {name}. "I have no one to play with," said {fname}.',
-            '"What is wrong?" asked {name}. "My toy is broken, and now I have nothing to play with," said {fname}.',
-            '"Are you okay?" asked {name}. "I dropped my snack, and now I am hungry," said {fname} with a sigh.',
+            '"Why are you sad?" asked {name}. "I have no one to play with," said '
+            "{fname}.",
+            '"What is wrong?" asked {name}. "My toy is broken, and now I have nothing '
+            'to play with," said {fname}.',
+            '"Are you okay?" asked {name}. "I dropped my snack, and now I am hungry," '
+            "said {fname} with a sigh.",
         ),
         w.say(
-            '{name} thought about it. Then {he} smiled. "You can play with my {color} {thing}," {he} said. "We can share it."',
-            '{name} wanted to help. "Come and play with me," {he} said. "We can {activity} together."',
-            '{name} had an apple in {his} bag. {He} gave half of it to {fname}. "Here, this is for you," {he} said.',
+            '{name} thought about it. Then {he} smiled. "You can play with my {color} '
+            '{thing}," {he} said. "We can share it."',
+            '{name} wanted to help. "Come and play with me," {he} said. "We can '
+            '{activity} together."',
+            "{name} had an apple in {his} bag. {He} gave half of it to {fname}. "
+            '"Here, this is for you," {he} said.',
         ),
         w.say(
             '{fname} smiled a big smile. "Thank you, {name}! You are very kind."',
@@ -380,23 +442,30 @@ def sharing(w: StoryWriter) -> list[str]:
     return [
         w.say(
             "{When}, {name} and {fdesc} were playing {at_place}. {name} had {a_thing}.",
-            "{When}, {name} brought {his} {color} {thing} to the {place}, where {fdesc} was playing.",
+            "{When}, {name} brought {his} {color} {thing} to the {place}, where "
+            "{fdesc} was playing.",
         ),
         w.say(
-            '"Can I play with your {thing}?" asked {fname}. "No, it is mine!" said {name}.',
-            "{fname} wanted to play with the {thing} too. But {name} did not want to share.",
+            '"Can I play with your {thing}?" asked {fname}. "No, it is mine!" said '
+            "{name}.",
+            "{fname} wanted to play with the {thing} too. But {name} did not want to "
+            "share.",
         ),
         w.say(
-            'They both pulled on the {thing}. "Stop!" said {name}\'s {parent}. "If you pull, it will break."',
-            "{fname} looked sad and walked away. Soon {name} was playing all alone, and it was not fun.",
+            'They both pulled on the {thing}. "Stop!" said {name}\'s {parent}. "If '
+            'you pull, it will break."',
+            "{fname} looked sad and walked away. Soon {name} was playing all alone, "
+            "and it was not fun.",
         ),
         w.say(
             '{name} thought about it. "I am sorry," {he} said. "Let\'s take turns."',
-            '{name} felt bad. {He} went to {fname} and said, "You can play with it first."',
+            '{name} felt bad. {He} went to {fname} and said, "You can play with it '
+            'first."',
         ),
         w.say(
             "So they took turns, and they had much more fun together than alone.",
-            "{fname} smiled, and they played with the {thing} together all afternoon. Sharing made them both happy.",
+            "{fname} smiled, and they played with the {thing} together all afternoon. "
+            "Sharing made them both happy.",
         ),
     ]
 
@@ -404,8 +473,10 @@ def sharing(w: StoryWriter) -> list[str]:
 def hurt_animal(w: StoryWriter) -> list[str]:
     return [
         w.say(
-            "{When}, {name} was walking {at_place}. Near a bush, {he} found a little bird with a hurt wing.",
-            "{When}, {name} heard a small cry {at_place}. It was a tiny kitten, all wet and cold.",
+            "{When}, {name} was walking {at_place}. Near a bush, {he} found a little "
+            "bird with a hurt wing.",
+            "{When}, {name} heard a small cry {at_place}. It was a tiny kitten, all "
+            "wet and cold.",
             "{When}, {name} saw a little puppy {at_place}. It was hungry and lost.",
         ),
         w.say(
@@ -413,16 +484,20 @@ def hurt_animal(w: StoryWriter) -> list[str]:
             '{name} wanted to help. "Don\'t be scared," {he} said softly.',
         ),
         w.say(
-            "{He} took it home and showed it to {his} {parent}. They gave it water and some food.",
-            "{He} made a soft bed in a box and gave it some milk. {His} {parent} helped {him}.",
+            "{He} took it home and showed it to {his} {parent}. They gave it water "
+            "and some food.",
+            "{He} made a soft bed in a box and gave it some milk. {His} {parent} "
+            "helped {him}.",
         ),
         w.say(
             "Every day, {name} took care of it. Soon it was strong and happy again.",
             "After a few days, it was much better. It liked {name} very much.",
         ),
         w.say(
-            '"You are a good friend," said {name}\'s {parent}. {name} felt warm and proud inside.',
-            "From then on, the little animal came to visit {name} every day. Being kind had made a new friend.",
+            '"You are a good friend," said {name}\'s {parent}. {name} felt warm and '
+            "proud inside.",
+            "From then on, the little animal came to visit {name} every day. Being "
+            "kind had made a new friend.",
         ),
     ]
 
@@ -430,8 +505,10 @@ def hurt_animal(w: StoryWriter) -> list[str]:
 def race(w: StoryWriter) -> list[str]:
     return [
         w.say(
-            '{When}, {name} and {fdesc} went to the {place}. "Let\'s have a race!" said {fname}.',
-            '{When}, {name} and {fdesc} were {at_place}. "I can run faster than you!" said {name}.',
+            '{When}, {name} and {fdesc} went to the {place}. "Let\'s have a race!" '
+            "said {fname}.",
+            '{When}, {name} and {fdesc} were {at_place}. "I can run faster than you!" '
+            "said {name}.",
         ),
         w.say(
             '"Ready, set, go!" They ran as fast as they could. {name} was winning.',
@@ -442,12 +519,16 @@ def race(w: StoryWriter) -> list[str]:
             "But then {fname} tripped over a rock and fell. {fHe} began to cry.",
         ),
         w.say(
-            '{name} stopped running. {He} went back and helped {fname} get up. "Are you okay?" {he} asked.',
-            '{name} could win the race, but {he} turned around. "I will help you," {he} said, and held out {his} hand.',
+            '{name} stopped running. {He} went back and helped {fname} get up. "Are '
+            'you okay?" {he} asked.',
+            '{name} could win the race, but {he} turned around. "I will help you," '
+            "{he} said, and held out {his} hand.",
         ),
         w.say(
-            'They walked to the finish together, side by side. "Thank you," said {fname}. Being kind was better than winning.',
-            '{fname} smiled. "You are the best friend ever," {fhe} said. {name} knew that helping a friend was more important than winning.',
+            'They walked to the finish together, side by side. "Thank you," said '
+            "{fname}. Being kind was better than winning.",
+            '{fname} smiled. "You are the best friend ever," {fhe} said. {name} knew '
+            "that helping a friend was more important than winning.",
         ),
     ]
 
@@ -455,25 +536,33 @@ def race(w: StoryWriter) -> list[str]:
 def gift(w: StoryWriter) -> list[str]:
     return [
         w.say(
-            "{When}, {name} remembered that it was {his} {parent}'s birthday. {He} wanted to give {his} {parent} a gift.",
+            "{When}, {name} remembered that it was {his} {parent}'s birthday. {He} "
+            "wanted to give {his} {parent} a gift.",
             "{When}, {name} wanted to make a surprise for {his} {parent}.",
         ),
         w.say(
-            'But {name} had no money to buy a present. "What can I do?" {he} asked {fdesc}.',
+            'But {name} had no money to buy a present. "What can I do?" {he} asked '
+            "{fdesc}.",
             "{name} did not know what to make. {He} asked {fdesc} for help.",
         ),
         w.say(
-            '"You can make a card," said {fname}. So {name} drew a big sun and a red heart on it.',
-            '"Let\'s pick some flowers," said {fname}. They went to the {place} and picked yellow and blue flowers.',
-            '"Let\'s bake a cake," said {fname}. They made a big mess, but the cake smelled good.',
+            '"You can make a card," said {fname}. So {name} drew a big sun and a red '
+            "heart on it.",
+            '"Let\'s pick some flowers," said {fname}. They went to the {place} and '
+            "picked yellow and blue flowers.",
+            '"Let\'s bake a cake," said {fname}. They made a big mess, but the cake '
+            "smelled good.",
         ),
         w.say(
-            "When {name} gave the gift to {his} {parent}, {phe} smiled and gave {him} a big hug.",
-            '{name}\'s {parent} was so surprised. "This is the best gift ever," {phe} said.',
+            "When {name} gave the gift to {his} {parent}, {phe} smiled and gave {him} "
+            "a big hug.",
+            '{name}\'s {parent} was so surprised. "This is the best gift ever," {phe} '
+            "said.",
         ),
         w.say(
             "{name} learned that the best gifts come from the heart.",
-            "{name} felt happy and proud. Making someone happy felt even better than getting a gift.",
+            "{name} felt happy and proud. Making someone happy felt even better than "
+            "getting a gift.",
         ),
     ]
 
@@ -486,21 +575,30 @@ def scared_noise(w: StoryWriter) -> list[str]:
             "One night, when the moon was high, {name} could not sleep.",
         ),
         w.say(
-            "Then {he} heard a noise. Tap, tap, tap! {name} was scared. {He} hid under {his} blanket.",
-            "Suddenly, there was a strange sound outside the window. Scratch, scratch! {name} felt scared.",
+            "Then {he} heard a noise. Tap, tap, tap! {name} was scared. {He} hid "
+            "under {his} blanket.",
+            "Suddenly, there was a strange sound outside the window. Scratch, "
+            "scratch! {name} felt scared.",
         ),
         w.say(
-            '"{Parent}!" {name} called. {His} {parent} came in. "What is wrong?" {phe} asked. "I heard a noise," said {name}.',
-            '{name} was brave. {He} got out of bed and went to find {his} {parent}. "There is a noise," {he} said.',
+            '"{Parent}!" {name} called. {His} {parent} came in. "What is wrong?" '
+            '{phe} asked. "I heard a noise," said {name}.',
+            "{name} was brave. {He} got out of bed and went to find {his} {parent}. "
+            '"There is a noise," {he} said.',
         ),
         w.say(
-            "They looked out the window together. It was only a branch tapping on the glass in the wind.",
-            "They took a lamp and looked. It was only a little mouse, looking for food.",
-            "They opened the door and looked. It was only the cat, who wanted to come inside.",
+            "They looked out the window together. It was only a branch tapping on the "
+            "glass in the wind.",
+            "They took a lamp and looked. It was only a little mouse, looking for "
+            "food.",
+            "They opened the door and looked. It was only the cat, who wanted to come "
+            "inside.",
         ),
         w.say(
-            '{name} laughed. "I am not scared anymore," {he} said. Then {he} closed {his} eyes and went to sleep.',
-            "{name} smiled. Some things are not so scary when you look at them. Soon {he} was fast asleep.",
+            '{name} laughed. "I am not scared anymore," {he} said. Then {he} closed '
+            "{his} eyes and went to sleep.",
+            "{name} smiled. Some things are not so scary when you look at them. Soon "
+            "{he} was fast asleep.",
         ),
     ]
 
@@ -519,24 +617,33 @@ def new_skill(w: StoryWriter) -> list[str]:
     w.ctx["skill"] = skill
     return [
         w.say(
-            '{When}, {name} saw the big kids {at_place}. They could {skill}. "I want to {skill} too," said {name}.',
-            '{name} really wanted to learn to {skill}. {His} {parent} said, "Let\'s try today."',
+            '{When}, {name} saw the big kids {at_place}. They could {skill}. "I want '
+            'to {skill} too," said {name}.',
+            "{name} really wanted to learn to {skill}. {His} {parent} said, \"Let's "
+            'try today."',
         ),
         w.say(
-            '{name} tried, but it was very hard. {He} fell down and felt sad. "I can\'t do it," {he} said.',
-            "The first time {name} tried, it did not work. The second time did not work either.",
+            '{name} tried, but it was very hard. {He} fell down and felt sad. "I '
+            "can't do it,\" {he} said.",
+            "The first time {name} tried, it did not work. The second time did not "
+            "work either.",
         ),
         w.say(
             '"Don\'t give up," said {fdesc}. "Try again. Everyone falls at first."',
-            '{His} {parent} said, "Be brave and try one more time. I know you can do it."',
+            '{His} {parent} said, "Be brave and try one more time. I know you can do '
+            'it."',
         ),
         w.say(
-            "So {name} tried again, and again, and again. Every time {he} got a little better.",
-            "{name} took a deep breath and tried one more time. This time, {he} did it!",
+            "So {name} tried again, and again, and again. Every time {he} got a "
+            "little better.",
+            "{name} took a deep breath and tried one more time. This time, {he} did "
+            "it!",
         ),
         w.say(
-            '"I did it!" {name} shouted. {He} felt so proud. {He} learned that practice makes you better.',
-            "Everyone clapped for {name}. {He} was very happy that {he} did not give up.",
+            '"I did it!" {name} shouted. {He} felt so proud. {He} learned that '
+            "practice makes you better.",
+            "Everyone clapped for {name}. {He} was very happy that {he} did not give "
+            "up.",
         ),
     ]
 
@@ -559,7 +666,8 @@ PLOTS = (
 
 
 def write_story(rng: random.Random) -> str:
-    """One story: an opening, then a plot, its paragraphs sometimes joined (section 0.1)."""
+    """One story: an opening, then a plot, its paragraphs sometimes joined (section
+    0.1)."""
     w = StoryWriter(rng)
     w.cast()
     paragraphs = [w.opening()]
@@ -572,7 +680,8 @@ def write_story(rng: random.Random) -> str:
 
 
 def generate_story(index: int, seed: int = 0) -> str:
-    """Story number `index` of the embedded corpus; the same (index, seed), the same story.
+    """Story number `index` of the embedded corpus; the same (index, seed), the same
+    story.
 
     >>> generate_story(3) == generate_story(3)
     True
@@ -581,7 +690,8 @@ def generate_story(index: int, seed: int = 0) -> str:
 
 
 def generate_stories(n: int, seed: int = 0, start: int = 0) -> list[str]:
-    """Stories number `start` to `start + n - 1` of the corpus with `seed` (section 0.1)."""
+    """Stories number `start` to `start + n - 1` of the corpus with `seed` (section
+    0.1)."""
     return [generate_story(i, seed) for i in range(start, start + n)]
 
 
@@ -590,12 +700,14 @@ _WORD = re.compile(r"[A-Za-z']+")
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased words of `text`: `words("Tom's kite!")` -> ["tom's", "kite"] (section 0.2)."""
+    """Lower-cased words of `text`: `words("Tom's kite!")` -> ["tom's", "kite"] (section
+    0.2)."""
     return _WORD.findall(text.lower())
 
 
 def ngram_diversity(texts: Iterable[str], n: int) -> float:
-    """Distinct word n-grams / all word n-grams over `texts`; 1.0 means nothing repeats (section 0.2)."""
+    """Distinct word n-grams / all word n-grams over `texts`; 1.0 means nothing repeats
+    (section 0.2)."""
     seen, total = set(), 0
     for text in texts:
         w = words(text)

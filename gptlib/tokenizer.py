@@ -64,11 +64,13 @@ class BPETokenizer:
         distinct = len(set(ids)) == len(ids)
         if not distinct or any(not isinstance(i, int) or i < 0 for i in ids):
             raise TokenizerError(
-                "token ids must be distinct non-negative integers (ranks and special tokens)"
+                "token ids must be distinct non-negative integers (ranks and special "
+                "tokens)"
             )
         if missing := [i for i in range(256) if bytes([i]) not in self.ranks]:
             raise TokenizerError(
-                f"ranks lack the single byte {bytes(missing[:1])!r}: all 256 bytes are needed"
+                f"ranks lack the single byte {bytes(missing[:1])!r}: all 256 bytes "
+                "are needed"
             )
         check_special_tokens(self.special_tokens)
         self._decoder = {i: b for b, i in self.ranks.items()}
@@ -90,9 +92,9 @@ class BPETokenizer:
 
     @property
     def fingerprint(self) -> str:
-        """16 hex digits of a SHA-256 of all that decides the ids (ranks, special tokens,
-        pattern): two tokenizers with one fingerprint encode every text alike. Token
-        shards record it, so data and model are never paired across tokenizers."""
+        """16 hex digits of a SHA-256 of all that decides the ids (ranks, special
+        tokens, pattern): two tokenizers with one fingerprint encode every text alike.
+        Token shards record it, so data and model are never paired across tokenizers."""
         specials = json.dumps([self.pattern, self.special_tokens], sort_keys=True)
         h = hashlib.sha256(specials.encode())
         for token, rank in sorted(self.ranks.items(), key=lambda t: t[1]):
@@ -101,8 +103,9 @@ class BPETokenizer:
 
     @property
     def merges(self) -> list[tuple[int, int]]:
-        """The merges in the order they were learned: `merges[i]` is the pair `(a, b)` of
-        ids that made the (256 + i)-th lowest-ranked token (recovered after loading)."""
+        """The merges in the order they were learned: `merges[i]` is the pair `(a, b)`
+        of ids that made the (256 + i)-th lowest-ranked token (recovered after
+        loading)."""
         if self._merges is None:
             self._merges = recover_merges(self.ranks)
         return self._merges
@@ -157,7 +160,8 @@ class BPETokenizer:
                 value = self.special_tokens
             elif isinstance(value, str):
                 raise TokenizerError(
-                    f"{arg}={short_repr(value)} must be 'all' or a set of special tokens"
+                    f"{arg}={short_repr(value)} must be 'all' or a set of special "
+                    "tokens"
                 )
             value = frozenset(value or ())
             if unknown := sorted(value - self.special_tokens.keys()):
@@ -227,7 +231,8 @@ class BPETokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the tokenizer to `path`: a header line, then `base64(bytes) rank` lines."""
+        """Write the tokenizer to `path`: a header line, then `base64(bytes) rank`
+        lines."""
         header = {
             "name": self.name,
             "pattern": self.pattern,
@@ -245,8 +250,8 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BPETokenizer":
-        """Read a tokenizer written by `save`; a damaged file gives a one-line error that
-        names the file and the line."""
+        """Read a tokenizer written by `save`; a damaged file gives a one-line error
+        that names the file and the line."""
         path = Path(path)
         head, _, body = read_tokenizer_text(path).partition("\n")
         if not head.startswith(_FORMAT + " "):
@@ -348,12 +353,13 @@ def train_bpe(
     pattern: str = GPT2_PATTERN,
     special_tokens: Iterable[str] = (EOT,),
 ) -> BPETokenizer:
-    """Train a byte-level BPE tokenizer of `vocab_size` ids (special tokens included) on `texts` (section 1.9).
+    """Train a byte-level BPE tokenizer of `vocab_size` ids (special tokens included) on
+    `texts` (section 1.9).
 
-    `texts` is a string or an iterable of strings; special tokens in them are cut out, not learned.
-    The special tokens get the last ids. The merges are those of `train_bpe_naive` (ties: highest
-    count, then smallest pair of ids). If the text allows fewer merges, the vocabulary is smaller
-    and a warning says so.
+    `texts` is a string or an iterable of strings; special tokens in them are cut out,
+    not learned. The special tokens get the last ids. The merges are those of
+    `train_bpe_naive` (ties: highest count, then smallest pair of ids). If the text
+    allows fewer merges, the vocabulary is smaller and a warning says so.
 
     >>> tok = train_bpe("low lower lowest " * 10, vocab_size=261)
     >>> [tok.decode([i]) for i in range(256, 261)], tok.eot_id
@@ -375,7 +381,8 @@ def train_bpe(
 def bytes_per_token(
     tok: BPETokenizer | tiktoken.Encoding, texts: Iterable[str]
 ) -> float:
-    """UTF-8 bytes per token of `texts`: how much a tokenizer compresses (section 1.11)."""
+    """UTF-8 bytes per token of `texts`: how much a tokenizer compresses (section
+    1.11)."""
     texts = list(texts)
     enc = tok.to_tiktoken() if isinstance(tok, BPETokenizer) else tok
     n_tokens = sum(len(ids) for ids in enc.encode_ordinary_batch(texts))
@@ -383,7 +390,8 @@ def bytes_per_token(
 
 
 def truncated(tok: BPETokenizer, vocab_size: int) -> tiktoken.Encoding:
-    """`tok` with only its `vocab_size` lowest-ranked tokens, as a tiktoken encoding (section 1.11)."""
+    """`tok` with only its `vocab_size` lowest-ranked tokens, as a tiktoken encoding
+    (section 1.11)."""
     ranks = {b: r for b, r in tok.ranks.items() if r < vocab_size}
     return tiktoken.Encoding(
         f"{tok.name}-{vocab_size}",
@@ -395,7 +403,8 @@ def truncated(tok: BPETokenizer, vocab_size: int) -> tiktoken.Encoding:
 
 # %% ../notebooks/01_tokenizer.ipynb #3b8575f1
 def show_tokens(tok: BPETokenizer, text: str, allowed_special="all"):
-    """`text` as HTML, each token on a coloured background, its id shown on hover (section 1.11)."""
+    """`text` as HTML, each token on a coloured background, its id shown on hover
+    (section 1.11)."""
     import html
 
     from IPython.display import HTML
@@ -406,9 +415,11 @@ def show_tokens(tok: BPETokenizer, text: str, allowed_special="all"):
     for k, i in enumerate(ids):
         piece = html.escape(tok.decode([i])).replace("\n", "↵<br>")
         spans.append(
-            f'<span title="{i}" style="background:{palette[k % len(palette)]}">{piece}</span>'
+            f'<span title="{i}" '
+            f'style="background:{palette[k % len(palette)]}">{piece}</span>'
         )
     style = "font-family:monospace;white-space:pre-wrap;line-height:1.8"
     return HTML(
-        f'<div style="{style}">{"".join(spans)}</div><p>{len(text)} characters, {len(ids)} tokens</p>'
+        f'<div style="{style}">{"".join(spans)}</div><p>{len(text)} characters, '
+        f"{len(ids)} tokens</p>"
     )

@@ -119,7 +119,7 @@ class Trainer:
         np.random.seed(seed)
         torch.manual_seed(seed)
         if t.resume and (self.out_dir / CHECKPOINT_FILE).is_file():
-            # onto the CPU: random states must stay there; load_state_dict moves the rest
+            # onto the CPU: random states stay there; load_state_dict moves the rest
             self._resume(load_checkpoint(self.out_dir / CHECKPOINT_FILE))
         if self.dist.is_main:
             tokenizer = Path(cfg.data.dir) / TOKENIZER_FILE
@@ -164,7 +164,7 @@ class Trainer:
                 f"{self.cfg.data.dir} (fingerprints {theirs} and {self.tokenizer_id})"
             )
 
-    # -- checkpoints (section 5.6) -------------------------------------------------------
+    # -- checkpoints (section 5.6) -----------------------------------------------------
     def state_dict(self, rng: list, model: dict, optimizer: dict) -> dict:
         """Everything the next step depends on; `rng` has every rank's random state,
         `model` and `optimizer` the whole states (`whole_state`)."""
@@ -244,7 +244,7 @@ class Trainer:
         if self.dist.enabled:
             torch.distributed.barrier()
 
-    # -- one step ------------------------------------------------------------------------
+    # -- one step ----------------------------------------------------------------------
     def _micro_batches(self, step: int) -> list:
         """This process's micro-batches of `step`, sent to the device; on a GPU from
         pinned memory, so the copies run while the GPU computes."""
@@ -337,7 +337,7 @@ class Trainer:
         self._check_finite()
         return self._read(m)
 
-    # -- evaluation and the loop ---------------------------------------------------------
+    # -- evaluation and the loop -------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Loss, perplexity and bits per byte on the fixed validation windows."""
@@ -423,8 +423,8 @@ class Trainer:
         return result
 
     def close(self) -> None:
-        """Flush the records, restore PyTorch's number of threads, and leave the torchrun
-        job."""
+        """Flush the records, restore PyTorch's number of threads, and leave the
+        torchrun job."""
         try:
             if hasattr(self, "logger"):  # not when setting up failed
                 self.logger.close()

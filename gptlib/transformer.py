@@ -47,7 +47,8 @@ def sinusoidal_encoding(max_len: int, d_model: int) -> torch.Tensor:
 
 # %% ../notebooks/03_transformer.ipynb #fce02d6a
 class FeedForward(nn.Module):
-    """Position-wise feed-forward network: linear2(dropout(relu(linear1(x)))) (section 3.3)."""
+    """Position-wise feed-forward network: linear2(dropout(relu(linear1(x)))) (section
+    3.3)."""
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
         super().__init__()
@@ -62,7 +63,8 @@ class FeedForward(nn.Module):
 
 # %% ../notebooks/03_transformer.ipynb #e0a07707
 class _Residual(nn.Module):
-    """Wraps a sub-layer in a residual connection with post- or pre-norm (section 3.3)."""
+    """Wraps a sub-layer in a residual connection with post- or pre-norm (section
+    3.3)."""
 
     norm_first: bool
 
@@ -74,9 +76,11 @@ class _Residual(nn.Module):
 
 # %% ../notebooks/03_transformer.ipynb #ccd2f4d0
 class EncoderLayer(_Residual):
-    """Self-attention then feed-forward, each with a residual and a LayerNorm (section 3.4).
+    """Self-attention then feed-forward, each with a residual and a LayerNorm (section
+    3.4).
 
-    forward(x (B, S, d_model), mask broadcastable to (B, H, S, S), True = may attend) -> (B, S, d_model).
+    forward(x (B, S, d_model), mask broadcastable to (B, H, S, S), True = may attend) ->
+    (B, S, d_model).
     """
 
     def __init__(
@@ -105,10 +109,12 @@ class EncoderLayer(_Residual):
 
 # %% ../notebooks/03_transformer.ipynb #8c2b32f7
 class DecoderLayer(_Residual):
-    """Causal self-attention, cross-attention to the memory, feed-forward; residuals and norms (section 3.5).
+    """Causal self-attention, cross-attention to the memory, feed-forward; residuals and
+    norms (section 3.5).
 
-    forward(x (B, T, d_model), memory (B, S, d_model), src_mask (B, 1, 1, S), tgt_mask (B, 1, 1, T))
-    -> (B, T, d_model); masks are True where a key may be attended; the causal mask is always applied.
+    forward(x (B, T, d_model), memory (B, S, d_model), src_mask (B, 1, 1, S), tgt_mask
+    (B, 1, 1, T)) -> (B, T, d_model); masks are True where a key may be attended; the
+    causal mask is always applied.
     """
 
     def __init__(
@@ -153,13 +159,15 @@ class DecoderLayer(_Residual):
 
 # %% ../notebooks/03_transformer.ipynb #5e42ea31
 class Transformer(nn.Module):
-    """The encoder-decoder transformer of Vaswani et al. (2017); defaults: the base model (section 3.6).
+    """The encoder-decoder transformer of Vaswani et al. (2017); defaults: the base
+    model (section 3.6).
 
-    forward(src (B, S), tgt (B, T), src_mask=None, tgt_mask=None) -> logits (B, T, tgt_vocab).
-    Masks are (B, S) / (B, T) booleans, True for real tokens (None: no padding); the decoder is
-    always causal. `encode(src, src_mask)` -> memory (B, S, d_model); `decode(tgt, memory,
-    src_mask, tgt_mask)` -> logits. `final_norm` (default: `norm_first`) adds a LayerNorm after
-    each stack, as torch.nn.Transformer has in both placements.
+    forward(src (B, S), tgt (B, T), src_mask=None, tgt_mask=None) -> logits (B, T,
+    tgt_vocab). Masks are (B, S) / (B, T) booleans, True for real tokens (None: no
+    padding); the decoder is always causal. `encode(src, src_mask)` -> memory (B, S,
+    d_model); `decode(tgt, memory, src_mask, tgt_mask)` -> logits. `final_norm`
+    (default: `norm_first`) adds a LayerNorm after each stack, as torch.nn.Transformer
+    has in both placements.
 
     >>> import torch
     >>> from gptlib.transformer import Transformer
@@ -211,10 +219,12 @@ class Transformer(nn.Module):
             nn.init.normal_(table.weight, std=d_model**-0.5)
 
     def embed(self, table: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
-        """Scaled embeddings plus positional encodings: (B, L) ids -> (B, L, d_model)."""
+        """Scaled embeddings plus positional encodings: (B, L) ids -> (B, L,
+        d_model)."""
         if tokens.ndim != 2 or tokens.shape[1] > self.max_len:
             raise ValueError(
-                f"tokens of shape {tuple(tokens.shape)}: expected (B, L) with L <= max_len={self.max_len}"
+                f"tokens of shape {tuple(tokens.shape)}: expected (B, L) with L <= "
+                f"max_len={self.max_len}"
             )
         return self.dropout(
             table(tokens) * math.sqrt(self.d_model) + self.pe[: tokens.shape[1]]
@@ -227,7 +237,8 @@ class Transformer(nn.Module):
             return None
         if mask.dtype != torch.bool or mask.shape != tokens.shape:
             raise ValueError(
-                f"{name} must be a bool tensor of shape {tuple(tokens.shape)} (True = real token), "
+                f"{name} must be a bool tensor of shape {tuple(tokens.shape)} (True = "
+                "real token), "
                 f"got {mask.dtype} {tuple(mask.shape)}"
             )
         return mask[:, None, None, :]
@@ -243,14 +254,16 @@ class Transformer(nn.Module):
         return self.encoder_norm(x)
 
     def decode(self, tgt, memory, src_mask=None, tgt_mask=None) -> torch.Tensor:
-        """Logits (B, T, tgt_vocab) for the target ids tgt (B, T), reading the memory (B, S, d_model)."""
+        """Logits (B, T, tgt_vocab) for the target ids tgt (B, T), reading the memory
+        (B, S, d_model)."""
         if (
             memory.ndim != 3
             or memory.shape[0] != tgt.shape[0]
             or memory.shape[2] != self.d_model
         ):
             raise ValueError(
-                f"memory of shape {tuple(memory.shape)} does not fit tgt {tuple(tgt.shape)}"
+                f"memory of shape {tuple(memory.shape)} does not fit tgt "
+                f"{tuple(tgt.shape)}"
             )
         src_keys = self._key_mask(src_mask, memory[..., 0], "src_mask")
         tgt_keys = self._key_mask(tgt_mask, tgt, "tgt_mask")
@@ -262,6 +275,7 @@ class Transformer(nn.Module):
     def forward(self, src, tgt, src_mask=None, tgt_mask=None) -> torch.Tensor:
         if src.ndim != 2 or tgt.ndim != 2 or src.shape[0] != tgt.shape[0]:
             raise ValueError(
-                f"src {tuple(src.shape)} and tgt {tuple(tgt.shape)} must be (B, S) and (B, T)"
+                f"src {tuple(src.shape)} and tgt {tuple(tgt.shape)} must be (B, S) "
+                "and (B, T)"
             )
         return self.decode(tgt, self.encode(src, src_mask), src_mask, tgt_mask)

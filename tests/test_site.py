@@ -240,11 +240,6 @@ def overflowing(browser, site: Path, selector: str) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="some notebook code lines are longer than the 77 or so columns of code a 1280px page shows; "
-    "the notebooks are being shortened",
-)
 def test_code_cells_fit_the_page(site, browser):
     # code: notebook cell inputs and the code blocks of the text, not the outputs (next test)
     found = overflowing(browser, site, "pre:not(.cell_output pre)")
