@@ -18,7 +18,7 @@ JOBS   ?= 2
 # one target at a time, in the order given: `test` relies on it even under `make -j`
 .NOTPARALLEL:
 
-.PHONY: playground browser install export execute diagrams check-export lint format test test-unit test-notebooks test-portable mathjax book book-strict lab clean
+.PHONY: playground browser install export execute diagrams check-export lint format test test-unit test-notebooks test-portable web-assets book book-strict lab clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,13 +85,14 @@ test-portable: $(STAMP)
 	$(if $(NB_STORY),$(PORTABLE) $(NBVAL) $(NB_STORY))
 	$(if $(NB_LATER),$(PORTABLE) $(NBVAL) -n $(JOBS) --dist loadfile $(NB_LATER) $(NB_SOLUTIONS_LATER))
 
-book-strict: $(STAMP) mathjax
+book-strict: $(STAMP) web-assets
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going --quiet
 
-# MathJax for the site's math, so pages render it with no network: the pinned npm tarball,
-# checked against its sha512, unpacked into book/_static/mathjax/ (ignored by git); a no-op once there
-mathjax:
-	$(PYTHON) .ci/mathjax.py
+# MathJax for the site's math and ipywidgets' HTML manager for chapter 7's stored widgets, so
+# pages need no network: the pinned npm tarballs, checked against their sha512, unpacked into
+# book/_static/mathjax/ and book/_static/widgets/ (ignored by git); a no-op once there
+web-assets:
+	$(PYTHON) .ci/web_assets.py
 
 # Chromium for the playground's browser test (Debian's package, driven by Playwright)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -104,7 +105,7 @@ browser:
 test: browser check-export lint test-notebooks test-unit book-strict
 	@echo "make test: all checks passed"
 
-book: export mathjax
+book: export web-assets
 	$(VENV)/bin/jupyter-book build . --quiet
 	@echo "The site is built: open file://$(CURDIR)/_build/html/index.html"
 

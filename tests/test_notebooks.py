@@ -48,11 +48,25 @@ def test_notebook_is_executed_in_order_without_errors(path):
 
 @pytest.mark.parametrize("path", EVERY, ids=lambda p: p.name)
 def test_notebook_metadata_is_clean(path):
-    nb, _ = code_cells(path)
-    assert set(nb["metadata"]) <= {"kernelspec", "language_info"}, (
-        f"{path.name}: {sorted(nb['metadata'])}"
-    )
+    nb, cells = code_cells(path)
+    view = "application/vnd.jupyter.widget-view+json"
+    shown = {
+        out["data"][view]["model_id"]
+        for cell in cells
+        for out in cell.get("outputs", [])
+        if view in out.get("data", {})
+    }
+    # widget state only where widgets are shown: the site draws them from it
+    allowed = {"kernelspec", "language_info"} | ({"widgets"} if shown else set())
+    assert set(nb["metadata"]) <= allowed, f"{path.name}: {sorted(nb['metadata'])}"
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    if shown:  # every widget the outputs show has its state stored (.ci/execute.py)
+        widgets = nb["metadata"].get("widgets", {})
+        state = widgets.get("application/vnd.jupyter.widget-state+json", {})
+        missing = shown - set(state.get("state", {}))
+        assert not missing, (
+            f"{path.name}: no stored state for widgets {sorted(missing)}"
+        )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -1,7 +1,7 @@
 """The built site, read as a reader gets it: offline, from file:// URLs, in headless Chromium.
 
 The site is built once per test session (`jupyter-book build` into a temporary folder, from
-the stored outputs, a few seconds; MathJax fetched first by .ci/mathjax.py if it is missing),
+the stored outputs, a few seconds; MathJax and the widget manager fetched first by .ci/web_assets.py if missing),
 then its pages are opened in Debian's Chromium driven by Playwright with every http(s) request
 aborted, so what passes here renders with no network:
 
@@ -9,6 +9,8 @@ aborted, so what passes here renders with no network:
 * no code cell's lines run past the right edge of the page at a laptop's 1280x800;
 * long printed outputs wrap instead of running past it (book/_static/custom.css);
 * no page loads a script or stylesheet from the web, or links to a placeholder repository.
+* chapter 7's page draws the playground's widgets from their stored state, and shows a
+  screenshot of it live.
 
 The browser tests skip, saying why, without Playwright or /usr/bin/chromium (`make browser`).
 """
@@ -61,13 +63,13 @@ def toc_pages() -> list[str]:
 def build_site(out: Path) -> Path:
     """MathJax into book/_static (if missing), then the site into `out`; its html folder."""
     fetch = subprocess.run(
-        [sys.executable, str(ROOT / ".ci" / "mathjax.py")],
+        [sys.executable, str(ROOT / ".ci" / "web_assets.py")],
         capture_output=True,
         text=True,
     )
     if fetch.returncode:
         pytest.fail(
-            f"could not put MathJax into book/_static/mathjax:\n{fetch.stdout}{fetch.stderr}"
+            f"could not put MathJax and the widget manager into book/_static:\n{fetch.stdout}{fetch.stderr}"
         )
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     build = subprocess.run(
@@ -329,8 +331,10 @@ def test_reader_view_strips_only_directives():
     assert strip_directives(cell) == "# a comment stays\nx = 1  #| not at line start\n"
 
 
-def test_the_playground_page_shows_a_screenshot_of_the_live_playground(site, browser):
-    """Widgets need a kernel, so the static page shows the playground as a picture."""
+def test_the_playground_page_shows_its_widgets_and_a_screenshot(site, browser):
+    """The page draws chapter 7's widgets from the notebook's stored state with the widget
+    manager in _static (they cannot run without a kernel), and shows the live playground as
+    a picture."""
     view = Offline(browser, site, "notebooks/07_playground.html")
     try:
         sizes = view.page.evaluate(
@@ -339,6 +343,29 @@ def test_the_playground_page_shows_a_screenshot_of_the_live_playground(site, bro
                 .map(img => [img.naturalWidth, img.naturalHeight])"""
         )
         assert sizes and all(w > 600 and h > 400 for w, h in sizes), sizes
+        view.page.wait_for_selector("main textarea", state="attached")
+        drawn = view.page.evaluate(
+            """() => {
+                const main = document.querySelector('main article');
+                const right = main.getBoundingClientRect().right;
+                const all = [...main.querySelectorAll('.jupyter-widgets')];
+                return {
+                    prompt: [...main.querySelectorAll('textarea')].map(t => t.value),
+                    sliders: main.querySelectorAll('.widget-slider').length,
+                    buttons: [...main.querySelectorAll('button')].map(b => b.innerText.trim()),
+                    text: main.innerText,
+                    past_the_edge: all.filter(w => w.getBoundingClientRect().right > right + 1)
+                        .map(w => w.className).slice(0, 5),
+                };
+            }"""
+        )
+        assert drawn["prompt"] == ["Once upon a time, there was a little"], drawn[
+            "prompt"
+        ]
+        assert drawn["sliders"] >= 5, drawn["sliders"]  # temperature, top-k, top-p, ...
+        assert {"Generate", "Stop"} <= set(drawn["buttons"]), drawn["buttons"]
+        assert "Next-token probabilities" in drawn["text"]
+        assert not drawn["past_the_edge"], drawn["past_the_edge"]
         assert not view.requested, view.requested
     finally:
         view.close()
