@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gptlib import shards
+from gptlib import prepare, shards
 from gptlib.config import load_config
 from gptlib.device import fused_adamw_available
 from gptlib.model import GPT, GPTConfig
@@ -66,7 +66,8 @@ def trainer_for(config: GPTConfig, batch: int, folder: Path) -> Trainer:
             n_bytes=800_000,
         )
     # marked prepared, as prepare_data would (the preparation is not what is timed)
-    (data / "prepared.json").write_text(json.dumps(shards._prepared_key(cfg.data)))
+    marker = {"settings": prepare._prepared_key(cfg.data), "splits": {}}
+    (data / "prepared.json").write_text(json.dumps(marker))
     return Trainer(cfg)
 
 

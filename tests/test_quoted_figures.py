@@ -3,8 +3,9 @@
 A number that a chapter or a solution states in its text with a decimal point, a
 thousands separator or a percent sign (0.84, 233,873, 24%) must appear in an output of
 the same notebook or in its code (a setting, or the bound of an assert), so that a
-re-run cannot leave the text behind its results. Figures that come from elsewhere
-(software versions, the literature, benchmark runs recorded in the text) are listed in
+re-run cannot leave the text behind its results. Benchmark figures count as outputs: a
+chapter shows the record of a benchmark run (bench/results/, written by bench/record.py)
+in a cell. Figures that come from elsewhere (the literature, examples) are listed in
 ELSEWHERE with where they come from. Section numbers, math, inline code, headings and
 tables are not checked here.
 """
@@ -21,43 +22,21 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + sorted(
 )
 
 # figure -> where it comes from, per notebook
-_BENCH = "a benchmark run recorded in the text (bench/), not an output of the notebook"
 ELSEWHERE = {
     "00_data.ipynb": {"1,000,000": "an index in an example, not a result"},
     "01_tokenizer.ipynb": {
         "150,000": "the Unicode standard's count of assigned characters",
         "1,110": "10 + 100 + 1,000 numbers of one to three digits",
-        "2,278": _BENCH,
-        "3,839": _BENCH,
-        "3.11": "the Python version of the benchmark run",
-        "0.14": "the tiktoken version of the benchmark run",
-        "0.23": "the tokenizers version of the benchmark run",
-        "10.0": _BENCH,
-        "27,596": _BENCH,
-        "5,700": _BENCH,
-        "4,094": _BENCH,
-        "4,095": _BENCH,
-        "3.2": _BENCH,
-        "4.8": _BENCH,
-        "7.4": _BENCH,
         "1,360": "the merges the embedded stories allow, printed by train_bpe's warning",
     },
-    "02_attention.ipynb": {"2.13": "the torch version of the benchmark run"},
     "03_transformer.ipynb": {"240,000": "about the 242,799 parameters printed"},
     "04_gpt.ipynb": {
         "1.5": "GPT-2 XL's 1.5 billion parameters (Radford et al., 2019)",
         "0.001": "a bound on the printed difference of the two GELUs",
-        "2.13": "the torch version of the benchmark run",
-        "5.23": "the transformers version of the benchmark run",
-        "1.03": _BENCH,
-        "1.39": _BENCH,
         "50%": "an exercise's assumption",
     },
     "05_training.ipynb": {
         "160%": "the MFU the issue tracker reported before peaks were known only for GPUs",
-        "8,192": "the vocabulary of bench/bench_train.py",
-        "0.84": _BENCH,
-        "0.98": _BENCH,
     },
     "00_data_solutions.ipynb": {
         "1.5": "1.5 million, rounded from the printed 1,500,000"
