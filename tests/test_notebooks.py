@@ -19,6 +19,22 @@ def test_there_are_chapters():
     assert NOTEBOOKS, "no chapter notebooks found in notebooks/"
 
 
+FOLD_OVER = 60  # lines: a library cell this long is folded on the site (book/intro.md)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_long_library_cells_are_folded_on_the_site(path):
+    _, cells = code_cells(path)
+    unfolded = [
+        "".join(c["source"]).split("\n")[1][:60]
+        for c in cells
+        if "".join(c["source"]).startswith("#| export")
+        and len("".join(c["source"]).split("\n")) > FOLD_OVER
+        and "hide-input" not in c["metadata"].get("tags", [])
+    ]
+    assert not unfolded, f"{path.name}: tag these cells hide-input: {unfolded}"
+
+
 def code_cells(path):
     nb = json.loads(path.read_text(encoding="utf-8"))
     return nb, [
