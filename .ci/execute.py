@@ -9,6 +9,7 @@ what really changed.
 """
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -36,6 +37,33 @@ def merge_streams(outputs: list) -> list:
     return merged
 
 
+def keep_shown_widgets(nb) -> None:
+    """Keep in nb.metadata only the state of the widgets an output shows, and of the
+    widgets those refer to ("IPY_MODEL_<id>"); none shown, no state at all."""
+    view = "application/vnd.jupyter.widget-view+json"
+    todo = [
+        out["data"][view]["model_id"]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if view in out.get("data", {})
+    ]
+    state_key = "application/vnd.jupyter.widget-state+json"
+    saved = nb.metadata.get("widgets", {}).get(state_key, {})
+    state, kept = saved.get("state", {}), {}
+    while todo:
+        model_id = todo.pop()
+        if model_id in kept or model_id not in state:
+            continue
+        kept[model_id] = state[model_id]
+        text = json.dumps(state[model_id])
+        todo += re.findall(r"IPY_MODEL_([0-9a-f]+)", text)
+    if kept:
+        saved["state"] = kept
+    else:
+        nb.metadata.pop("widgets", None)
+
+
 def execute(path: Path, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
@@ -45,7 +73,9 @@ def execute(path: Path, timeout: int) -> float:
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     ).execute()
-    # the widgets' state stays in nb.metadata: the site draws chapter 7's controls from it
+    keep_shown_widgets(
+        nb
+    )  # the site draws the widgets an output shows from their state
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":

@@ -14,18 +14,19 @@ __all__ = [
 ]
 
 # %% ../notebooks/08_scaling.ipynb #ch8-02
+import inspect
 import math
 import time
 
 import torch
 import torch.nn.functional as F
-
 from tqdm import tqdm
 
 from .device import autocast, fused_adamw_available, peak_flops
+from .logits import check_sampling_args
 from .model import GPT, GPTConfig, flops_per_token
 from .parallel import whole_model
-from .sampling import generate_text
+from .sampling import generate_text, stream
 from .shards import TOKENIZER_FILE
 from .tokenizer import BPETokenizer
 
@@ -147,26 +148,44 @@ def sample_at_checkpoints(prompts, max_new_tokens: int = 60, seed: int = 0, **op
     """A hook for `Trainer(cfg, on_checkpoint=...)`: at every checkpoint, continue each
     of `prompts` (a string or a list of them) with the model being trained, record the
     text in the run's metrics.jsonl, and show it when the run shows progress (section
-    8.6). `options`: chapter 6's (`temperature`, `top_k`, ...); the `seed` gives the
-    samples a generator of their own, so the training's random state is untouched."""
+    8.6). `options`: chapter 6's (`temperature`, `top_k`, ...), checked here, before any
+    training; the `seed` gives the samples a generator of their own, so the training's
+    random state is untouched."""
     prompts = [prompts] if isinstance(prompts, str) else prompts
     texts = isinstance(prompts, list | tuple) and all(
         isinstance(p, str) for p in prompts
     )
     if not (texts and prompts):
         raise ValueError(f"prompts={prompts!r:.80}: give a string or a list of strings")
-    tokenizer = None  # the run's, read at the first checkpoint
+    defaults = {k: p.default for k, p in inspect.signature(stream).parameters.items()}
+    allowed = sorted(set(defaults) - {"model", "idx", "max_new_tokens", "seed"})
+    if unknown := sorted(set(options) - set(allowed)):
+        raise ValueError(f"sampling options {unknown} are not among {allowed}")
+    named = (
+        "temperature",
+        "top_k",
+        "top_p",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+    )
+    values = [options.get(k, defaults[k]) for k in named]
+    check_sampling_args(max_new_tokens, *values, seed, options.get("num_samples", 1))
+    tokenizers = {}  # each run's, read at its first checkpoint
 
     def hook(trainer) -> None:
-        nonlocal tokenizer
         model = whole_model(trainer.raw_model)  # on every rank: FSDP gathers it
         if not trainer.dist.is_main:
             return
-        if tokenizer is None:
-            tokenizer = BPETokenizer.load(trainer.out_dir / TOKENIZER_FILE)
+        path = trainer.out_dir / TOKENIZER_FILE
+        if path not in tokenizers:
+            if not path.is_file():
+                raise ValueError(
+                    f"{trainer.out_dir} has no {TOKENIZER_FILE} to decode with"
+                )
+            tokenizers[path] = BPETokenizer.load(path)
         for prompt in prompts:
             text = generate_text(
-                model, tokenizer, prompt, max_new_tokens, seed=seed, **options
+                model, tokenizers[path], prompt, max_new_tokens, seed=seed, **options
             )[0]
             trainer.logger.log({"step": trainer.step, "prompt": prompt, "sample": text})
             if trainer.cfg.training.progress:

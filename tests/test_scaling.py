@@ -121,7 +121,9 @@ def test_the_bytes_per_token_bench_splits_tinystories_into_its_stories(tmp_path)
 
 
 def _run(data_dir, out_dir, on_checkpoint=None) -> Trainer:
-    overrides = ("model.n_layer=1", "training.max_steps=4", "training.ckpt_interval=2")
+    # dropout on: the training draws from torch's generator between checkpoints
+    overrides = ("model.n_layer=1", "model.dropout=0.1", "training.max_steps=4")
+    overrides += ("training.ckpt_interval=2",)
     trainer = Trainer(
         load_config(None, tiny_run(data_dir, out_dir, *overrides)), on_checkpoint
     )
@@ -135,7 +137,16 @@ def _run(data_dir, out_dir, on_checkpoint=None) -> Trainer:
 def test_samples_at_checkpoints_are_recorded_and_leave_the_training_alone(tmp_path):
     options = dict(temperature=0.8, top_k=20)
     hook = sample_at_checkpoints(["Once", "The dog"], 6, seed=3, **options)
-    sampled = _run(tmp_path / "data", tmp_path / "sampled", hook)
+    rng_states = []
+
+    def sample_and_watch(trainer):  # torch's random state, before and after sampling
+        rng_states.append(torch.get_rng_state())
+        hook(trainer)
+        rng_states.append(torch.get_rng_state())
+
+    sampled = _run(tmp_path / "data", tmp_path / "sampled", sample_and_watch)
+    assert len(rng_states) == 4
+    assert all(torch.equal(a, b) for a, b in zip(rng_states[::2], rng_states[1::2]))
     plain = _run(tmp_path / "data", tmp_path / "plain")
     for a, b in zip(sampled.raw_model.parameters(), plain.raw_model.parameters()):
         assert torch.equal(a, b)  # sampling drew nothing from the training's generators
@@ -158,6 +169,21 @@ def test_samples_at_checkpoints_are_recorded_and_leave_the_training_alone(tmp_pa
 def test_sample_at_checkpoints_rejects_prompts_that_are_not_text(prompts):
     with pytest.raises(ValueError, match="give a string or a list of strings") as e:
         sample_at_checkpoints(prompts)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(top_kk=40), r"sampling options \['top_kk'\] are not among"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(max_new_tokens=-1), "max_new_tokens"),
+        (dict(seed="x"), "seed"),
+    ],
+)
+def test_sample_at_checkpoints_checks_its_options_before_any_training(kwargs, message):
+    with pytest.raises(ValueError, match=message) as e:
+        sample_at_checkpoints("Once", **kwargs)
     assert "\n" not in str(e.value)
 
 
