@@ -15,20 +15,18 @@ GPT-2's count has one `<|endoftext|>` per story, as `gptlib prepare` writes it.
 """
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
-from gptlib.data import shared_data_dir
+from gptlib.data import shared_data_dir, split_documents
 from gptlib.gpt2_tokenizer import load_gpt2_tokenizer
-
-STORY_BREAK = re.compile(r"(?<!\n)\n(?!\n)")  # one newline, not part of a blank line
 
 
 def read_stories(path: Path) -> list[str]:
-    """The stories of a TinyStories text file, stripped, in order."""
-    text = path.read_text(encoding="utf-8")
-    return [s.strip() for s in STORY_BREAK.split(text) if s.strip()]
+    """The stories of a TinyStories text file, stripped, in order (chapter 0's
+    "newline" split: a line right after a non-blank line starts a new story)."""
+    with open(path, encoding="utf-8") as f:
+        return list(split_documents(f, "newline"))
 
 
 def main(argv=None) -> int:

@@ -204,7 +204,7 @@ def bits_per_byte(loss: float, bytes_per_token: float) -> float:
     return loss / math.log(2) / bytes_per_token
 
 
-# UTF-8 bytes per token on TinyStories: 1,097 stories of its train split, measured by
+# UTF-8 bytes per token on TinyStories: 1,092 stories of its train split, measured by
 # bench/bytes_per_token.py; Llama 2's with a BOS before each story, as llama2.c encodes
 # them, GPT-2's with an <|endoftext|> after each, as `gptlib prepare` does
 TINYSTORIES_BYTES_PER_TOKEN = {"Llama 2": 3.698, "GPT-2": 4.008}
